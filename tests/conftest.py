@@ -1,0 +1,106 @@
+"""Fixtures: a real CouchDB-API server for the whole session, a fresh database per test.
+
+AFTER_TEST_COUCHDB_URL=http://admin:pw@host:5984 runs the same suite against a real
+Apache CouchDB 3.x instead of the pinned pouchdb-server.
+"""
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from couchdb_server import PouchServer
+from helpers import wait_for  # noqa: F401  (re-exported for tests)
+
+EXTERNAL_URL = os.environ.get("AFTER_TEST_COUCHDB_URL")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-soak", action="store_true", help="run the long soak tests (make soak)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with `make soak`")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
+def require_tool(ok: bool, what: str):
+    """Skip locally when a tool is missing; in CI a missing tool is a failure, not a skip."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI")
+    pytest.skip(f"{what} is not available here")
+
+
+class ExternalServer:
+    """A server we did not start (AFTER_TEST_COUCHDB_URL): it cannot be stopped for outage tests."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+
+    def alive(self):
+        return True
+
+    def stop(self):
+        pytest.skip("outage tests need the server the fixtures start")
+
+    start = stop
+
+
+@pytest.fixture(scope="session")
+def couch_server(tmp_path_factory):
+    if EXTERNAL_URL:
+        yield ExternalServer(EXTERNAL_URL)
+        return
+    server = PouchServer(tmp_path_factory.mktemp("couchdb"))
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def private_couch_server(tmp_path):
+    """A server of this test's own, for tests that stop and restart it (outages)."""
+    if EXTERNAL_URL:
+        pytest.skip("outage tests need the server the fixtures start")
+    server = PouchServer(tmp_path / "couchdb")
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def couch_url(couch_server):
+    if not couch_server.alive():
+        # Say so here rather than letting every later test time out.
+        pytest.fail(f"the CouchDB test server died: {couch_server.tail()}")
+    return couch_server.url
+
+
+@pytest.fixture
+def db_name(couch_url):
+    name = "test-" + uuid.uuid4().hex[:12]
+    yield name
+    # Always delete with the database name only; pouchdb-server has crashed on refused deletes.
+    try:
+        requests.delete(f"{couch_url}/{name}", timeout=10)
+    except requests.RequestException:
+        pass
+
+
+@pytest.fixture
+def couch(couch_url, db_name):
+    from afterd.couch import Couch
+
+    db = Couch(couch_url, db_name)
+    db.ensure_database()
+    return db
