@@ -1,0 +1,264 @@
+"""Repeat offsets, rrule, tz, until/count, next occurrence, collapse (pure: `now` is an argument).
+
+Occurrence k of a chain is computed from its anchor (the first date), never chained
+from the previous run: 31 Jan + 1 month, + 2 months = 28 Feb, 31 Mar.
+
+With `tz`, arithmetic happens on the wall clock of that zone, so "every day at 03:00
+Europe/Lisbon" stays 03:00 across daylight saving. A wall-clock time that does not exist
+(spring forward) moves forward by the gap; an ambiguous one (fall back) takes the first.
+Both follow from PEP 495's fold=0, which is what `localize` relies on.
+
+With `rrule`, occurrence 0 is the anchor itself (the task's own date runs first) and
+occurrences 1, 2, ... are the rule's instances strictly after it; DTSTART is the anchor
+(in `tz` when given). Rule instances are counted by iterating, so a chain of millions of
+rrule instances is slow; offset chains are not (plan() searches, it never walks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from dateutil.relativedelta import relativedelta
+from dateutil.rrule import rrulestr
+
+from afterd.task import TaskError, is_integer, is_number, parse_date
+
+UNITS = {  # key (long or short; case matters: M months, m minutes) -> unit
+    "years": "years", "y": "years", "months": "months", "M": "months",
+    "weeks": "weeks", "w": "weeks", "days": "days", "d": "days",
+    "hours": "hours", "h": "hours", "minutes": "minutes", "m": "minutes",
+    "seconds": "seconds", "s": "seconds", "milliseconds": "milliseconds", "ms": "milliseconds",
+}
+OTHER_KEYS = ("until", "count", "tz", "rrule")
+# Bounds that keep every occurrence computable; a longer period is a mistake, not a plan.
+MAX_MONTHS = 12000                                  # 1000 years
+MAX_SUBMONTH_MS = 1000 * 366 * 86400 * 1000         # about 1000 years
+AVG_MONTH_S = 365.2425 / 12 * 86400                 # Gregorian average, to estimate k
+
+# Shapes the JS validator checks too (it cannot load time zones or parse rules).
+TZ_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*\Z")
+RRULE_PART = (r"(FREQ|INTERVAL|COUNT|UNTIL|BYSECOND|BYMINUTE|BYHOUR|BYDAY|BYMONTHDAY|"
+              r"BYYEARDAY|BYWEEKNO|BYMONTH|BYSETPOS|WKST)=[A-Za-z0-9,+\-]+")
+RRULE_SHAPE = re.compile(rf"(RRULE:)?{RRULE_PART}(;{RRULE_PART})*\Z")
+RRULE_HELP = 'an RFC 5545 rule on one line, like "FREQ=DAILY;BYHOUR=3"'
+
+
+@dataclass(frozen=True)
+class Repeat:
+    offset: relativedelta | None   # from the offset keys; None when rrule is used
+    rrule: str | None              # RFC 5545 text, e.g. "FREQ=DAILY;BYHOUR=3"
+    tz: str | None                 # IANA name; offsets/rrule are wall-clock in it
+    until: datetime | None
+    count: int | None              # total occurrences in the chain (collapsed ones count)
+
+
+def refuse(problem: str):
+    raise TaskError("repeat", problem)
+
+
+def offset_ms(units: dict) -> float:
+    """The sub-month part in milliseconds, summed in the same order as the JS validator."""
+    g = units.get
+    return ((((g("weeks", 0) * 7 + g("days", 0)) * 24 + g("hours", 0)) * 60
+             + g("minutes", 0)) * 60 + g("seconds", 0)) * 1000 + g("milliseconds", 0)
+
+
+def parse_offset(value: dict) -> relativedelta | None:
+    units: dict[str, float] = {}
+    for key, amount in value.items():
+        if key not in UNITS:
+            continue
+        unit = UNITS[key]
+        if unit in units:
+            refuse(f"{unit} is given twice (long and short key)")
+        if not is_number(amount):
+            refuse(f"{key} must be a number, not {amount!r}")
+        if unit in ("years", "months") and not is_integer(amount):
+            refuse(f"{key} must be a whole number, not {amount!r}")
+        if amount < 0:
+            refuse(f"{key} is negative: a repeat must move time forward")
+        units[unit] = amount
+    if not units:
+        return None
+    months = int(units.get("years", 0)) * 12 + int(units.get("months", 0))
+    submonth_ms = offset_ms(units)
+    if months == 0 and submonth_ms < 1:
+        refuse("the offset is zero (it must be at least 1 millisecond): a repeat must move time forward")
+    if months > MAX_MONTHS or submonth_ms > MAX_SUBMONTH_MS:
+        refuse("the offset is too large (at most 1000 years)")
+    return relativedelta(months=months, microseconds=round(submonth_ms * 1000))
+
+
+def parse_rrule(text, zone) -> str:
+    if not isinstance(text, str) or not RRULE_SHAPE.match(text):
+        refuse(f"rrule {text!r} is not {RRULE_HELP}")
+    if not re.search(r"(^|[:;])FREQ=", text):
+        refuse(f"rrule {text!r} has no FREQ")
+    try:
+        rrulestr(text, dtstart=datetime(2000, 1, 1, tzinfo=zone or timezone.utc))
+    except (ValueError, TypeError, KeyError) as e:
+        refuse(f"rrule {text!r}: {e}")
+    return text
+
+
+def parse_tz(name) -> ZoneInfo:
+    if not isinstance(name, str) or not TZ_SHAPE.match(name):
+        refuse(f"tz {name!r} is not an IANA time zone name like \"Europe/Lisbon\"")
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):   # ZoneInfoNotFoundError is a KeyError
+        refuse(f"tz {name!r} is not a known IANA time zone")
+
+
+def parse_repeat(value: dict) -> Repeat:
+    """A Repeat, or TaskError("repeat: ...") saying what to fix."""
+    if not isinstance(value, dict):
+        refuse('must be an object like {"days": 1} or {"rrule": "FREQ=DAILY"}')
+    unknown = sorted(k for k in value if k not in UNITS and k not in OTHER_KEYS)
+    if unknown:
+        refuse(f"unknown key {unknown[0]!r}; use years/y, months/M, weeks/w, days/d, hours/h, "
+               "minutes/m, seconds/s, milliseconds/ms, until, count, tz or rrule")
+    offset = parse_offset(value)
+    zone = parse_tz(value["tz"]) if value.get("tz") is not None else None
+    rule = None
+    if value.get("rrule") is not None:
+        if offset is not None:
+            refuse("give either offset keys or an rrule, not both")
+        rule = parse_rrule(value["rrule"], zone)
+    elif offset is None:
+        refuse('give an offset like {"days": 1} or an rrule')
+    until = None
+    if value.get("until") is not None:
+        try:
+            until = parse_date(value["until"], "until")
+        except TaskError as e:
+            refuse(str(e))
+    count = value.get("count")
+    if count is not None:
+        if not is_integer(count) or count < 1:
+            refuse(f"count must be a whole number of runs, 1 or more, not {count!r}")
+        count = int(count)
+    return Repeat(offset=offset, rrule=rule, tz=value.get("tz") if zone else None,
+                  until=until, count=count)
+
+
+def localize(wall: datetime, zone: ZoneInfo) -> datetime:
+    """A wall-clock time in `zone` as UTC. fold=0: a time in a spring-forward gap uses the
+    offset before the gap, which lands it later by the gap; an ambiguous time is the first."""
+    return wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+
+
+def offset_parts(offset: relativedelta) -> tuple[int, timedelta]:
+    months = offset.years * 12 + offset.months
+    rest = timedelta(days=offset.days, hours=offset.hours, minutes=offset.minutes,
+                     seconds=offset.seconds, microseconds=offset.microseconds)
+    return months, rest
+
+
+def offset_raw(anchor: datetime, rep: Repeat, k: int) -> datetime | None:
+    """anchor + k * offset, ignoring until/count; None past what datetime can hold."""
+    months, rest = offset_parts(rep.offset)
+    zone = ZoneInfo(rep.tz) if rep.tz else None
+    base = anchor.astimezone(zone).replace(tzinfo=None) if zone else anchor
+    try:
+        moved = base + relativedelta(months=k * months) + k * rest
+    except (OverflowError, ValueError):
+        return None
+    return localize(moved, zone) if zone else moved
+
+
+def rrule_after_anchor(anchor: datetime, rep: Repeat):
+    """The rule's instances strictly after the anchor, in UTC (occurrences 1, 2, ...)."""
+    zone = ZoneInfo(rep.tz) if rep.tz else timezone.utc
+    rule = rrulestr(rep.rrule, dtstart=anchor.astimezone(zone))
+    for instance in rule:
+        instance = instance.astimezone(timezone.utc)
+        if instance > anchor:
+            yield instance
+
+
+def ended(rep: Repeat, k: int, date: datetime | None) -> bool:
+    return (date is None or (rep.count is not None and k >= rep.count)
+            or (rep.until is not None and date > rep.until))
+
+
+def occurrence(anchor: datetime, rep: Repeat, k: int) -> datetime | None:
+    """The k-th date of the chain (k=0 is the anchor); None past until/count."""
+    if k < 0:
+        raise ValueError("occurrence index must be 0 or more")
+    if rep.count is not None and k >= rep.count:
+        return None
+    if k == 0:
+        date = anchor
+    elif rep.rrule:
+        date = next(itertools.islice(rrule_after_anchor(anchor, rep), k - 1, None), None)
+    else:
+        date = offset_raw(anchor, rep, k)
+    return None if ended(rep, k, date) else date
+
+
+def plan(anchor: datetime, rep: Repeat, planned_k: int, now: datetime) -> tuple[int | None, datetime | None]:
+    """The first occurrence strictly after `now` past `planned_k` (the occurrence now due):
+    (k_next, date_next). Missed occurrences in between collapse into the run happening now.
+    (None, None) when until/count ended the chain."""
+    if rep.rrule:
+        k, date = rrule_first_after(anchor, rep, planned_k, now)
+    else:
+        k = offset_first_after(anchor, rep, planned_k, now)
+        date = offset_raw(anchor, rep, k)
+    if k is None or ended(rep, k, date):
+        return None, None
+    return k, date
+
+
+def rrule_first_after(anchor, rep, planned_k, now):
+    for k, date in enumerate(rrule_after_anchor(anchor, rep), start=1):
+        if rep.count is not None and k >= rep.count:
+            break
+        if k > planned_k and date > now:
+            return k, date
+    return None, None
+
+
+def offset_first_after(anchor: datetime, rep: Repeat, planned_k: int, now: datetime) -> int:
+    """The smallest k > planned_k with occurrence k > now.
+
+    Occurrences never decrease with k, so: estimate k from the offset's average length,
+    gallop to bracket the answer, then bisect. A few dozen date computations even for
+    "every second since 2012", never a walk over the missed ones.
+    """
+    def after_now(k: int) -> bool:
+        date = offset_raw(anchor, rep, k)
+        return date is None or date > now     # None: beyond datetime's range, so after now
+
+    months, rest = offset_parts(rep.offset)
+    approx_s = months * AVG_MONTH_S + rest.total_seconds()
+    elapsed_s = (now - anchor).total_seconds()
+    guess = max(planned_k + 1, int(elapsed_s // approx_s) + 1)
+    lo, hi = planned_k, None                # lo: known not after now (or planned_k itself)
+    step = 1
+    if after_now(guess):
+        hi = guess
+        while hi - step > lo:
+            if not after_now(hi - step):
+                lo = hi - step
+                break
+            hi -= step
+            step *= 2
+    else:
+        lo = guess
+        while after_now(lo + step) is False:
+            lo += step
+            step *= 2
+        hi = lo + step
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if after_now(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -1,0 +1,213 @@
+"""The task document: parse, validate, statuses (pure: no I/O, never reads the clock).
+
+The same rules run inside CouchDB as `design/validate_doc_update.js`; the shared
+table in tests/doc_cases.py keeps the two from drifting apart. Change both together.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+STATUSES = ("waiting", "scheduled", "running", "done", "error",
+            "reschedule", "cancel", "canceled")
+FINAL = frozenset({"done", "error", "canceled"})
+# Older documents (the original after) wrote "err".
+STATUS_ALIASES = {"err": "error"}
+
+# The years a date may name. A scheduler has no business before the Unix epoch, and
+# a date past 2999 is a typo, not a plan; the bound also keeps repeat arithmetic far
+# from datetime's year-9999 overflow.
+MIN_YEAR, MAX_YEAR = 1970, 2999
+
+JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+# The one accepted date grammar (the JS validator uses the same pattern):
+#   YYYY-MM-DD                                   midnight UTC
+#   YYYY-MM-DDTHH:MM[:SS[.f{1,6}]][Z|+HH:MM|-HH:MM]   no offset = UTC
+DATE_GRAMMAR = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(Z|[+-]\d{2}:\d{2})?)?\Z")
+DATE_HELP = 'use ISO 8601 like "2026-12-01", "2026-12-01T03:00:00Z" or "2026-12-01T04:00:00.250+01:00"'
+
+# Prefix of the workers' own records (heartbeats...): not tasks.
+WORKER_RECORD_PREFIX = "after:"
+
+
+class TaskError(ValueError):
+    """A document a worker cannot use. str(e) is one line: "<field>: <what is wrong>"."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def is_number(value) -> bool:
+    """A finite JSON number; booleans are not numbers here, although Python says so."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_integer(value) -> bool:
+    """A JSON integer. 2.0 counts: JavaScript cannot tell it from 2, and the validator must agree."""
+    return is_number(value) and float(value).is_integer()
+
+
+def parse_date(value, field: str = "date") -> datetime:
+    """An aware UTC datetime from the one accepted ISO 8601 grammar (see DATE_GRAMMAR)."""
+    if not isinstance(value, str):
+        raise TaskError(field, f"must be a string, {DATE_HELP}")
+    m = DATE_GRAMMAR.match(value)
+    if not m:
+        raise TaskError(field, f"{value!r} is not a date: {DATE_HELP}")
+    year, month, day, hour, minute, second, fraction, offset = m.groups()
+    if not MIN_YEAR <= int(year) <= MAX_YEAR:
+        raise TaskError(field, f"{value!r}: the year must be between {MIN_YEAR} and {MAX_YEAR}")
+    tz = timezone.utc
+    if offset and offset != "Z":
+        off_h, off_m = int(offset[1:3]), int(offset[4:6])
+        if off_h > 23 or off_m > 59:
+            raise TaskError(field, f"{value!r}: the offset {offset} is not a valid UTC offset")
+        sign = -1 if offset[0] == "-" else 1
+        tz = timezone(sign * timedelta(hours=off_h, minutes=off_m))
+    try:
+        dt = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                      int(second or 0), int((fraction or "0").ljust(6, "0")), tzinfo=tz)
+    except ValueError:
+        raise TaskError(field, f"{value!r} is not a real date or time of day") from None
+    return dt.astimezone(timezone.utc)
+
+
+def format_date(dt: datetime) -> str:
+    """ISO 8601 in UTC with "Z"; milliseconds only when non-zero (sub-ms is dropped)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    dt = dt.astimezone(timezone.utc)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    ms = dt.microsecond // 1000
+    return f"{text}.{ms:03d}Z" if ms else f"{text}Z"
+
+
+def normalize_status(value) -> str:
+    """A known status; "err" from old documents reads as "error"."""
+    if isinstance(value, str):
+        value = STATUS_ALIASES.get(value, value)
+        if value in STATUSES:
+            return value
+    raise TaskError("status", f"{value!r} is not a status; use one of {', '.join(STATUSES)}")
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    rev: str | None
+    worker: str
+    date: datetime
+    status: str
+    job_name: str
+    arguments: list | dict
+    repeat: object | None       # repeat.Repeat
+    timeout_s: float | None
+    retry: int                  # retries allowed after an interrupted run
+    doc: dict                   # the raw document, untouched (unknown user fields kept)
+
+
+def parse_worker(doc: dict) -> str:
+    worker = doc.get("worker")
+    if worker is None:
+        raise TaskError("worker", "missing: name the worker that should run this task")
+    if not isinstance(worker, str) or not worker.strip():
+        raise TaskError("worker", "must be a non-empty string naming a worker")
+    if worker != worker.strip():
+        raise TaskError("worker", f"{worker!r} has leading or trailing spaces")
+    return worker
+
+
+def parse_job(doc: dict) -> tuple[str, list | dict]:
+    job = doc.get("job")
+    if job is None:
+        raise TaskError("job", 'missing: give {"name": "<job module>", "arguments": [...]}')
+    if not isinstance(job, dict):
+        raise TaskError("job", 'must be an object like {"name": "<job module>", "arguments": [...]}')
+    name = job.get("name")
+    if not isinstance(name, str) or not JOB_NAME.match(name):
+        raise TaskError("job.name", f"{name!r} is not a job name: letters, digits and _ only, "
+                                    "not starting with a digit")
+    arguments = job.get("arguments", [])
+    if not isinstance(arguments, (list, dict)):
+        raise TaskError("job.arguments", "must be a JSON list or object")
+    return name, arguments
+
+
+def parse_timeout(doc: dict) -> float | None:
+    timeout = doc.get("timeout")
+    if timeout is None:
+        return None
+    if not is_number(timeout) or timeout <= 0:
+        raise TaskError("timeout", f"{timeout!r} is not a positive number of seconds")
+    return float(timeout)
+
+
+def parse_retry(doc: dict) -> int:
+    retry = doc.get("retry", 0)
+    if not is_integer(retry) or retry < 0:
+        raise TaskError("retry", f"{retry!r} is not a whole number of retries (0 or more)")
+    return int(retry)
+
+
+def check_worker_fields(doc: dict) -> None:
+    """The worker's own bookkeeping, checked only where a bad value would break a worker."""
+    anchor = doc.get("anchor")
+    if anchor is not None:
+        parse_date(anchor, "anchor")
+    occurrence = doc.get("occurrence")
+    if occurrence is not None and (not is_integer(occurrence) or occurrence < 0):
+        raise TaskError("occurrence", f"{occurrence!r} is not an index (0 or more)")
+
+
+def parse_task(doc: dict) -> Task:
+    """The Task a worker can run, or TaskError naming the first bad field."""
+    from afterd.repeat import parse_repeat  # here, not at the top: repeat.py imports this module
+
+    if not isinstance(doc, dict):
+        raise TaskError("document", "must be a JSON object")
+    worker = parse_worker(doc)
+    if "date" not in doc:
+        raise TaskError("date", f"missing: {DATE_HELP}")
+    date = parse_date(doc["date"])
+    if "status" not in doc:
+        raise TaskError("status", 'missing: a new task starts as "waiting"')
+    status = normalize_status(doc["status"])
+    job_name, arguments = parse_job(doc)
+    rep = doc.get("repeat")
+    repeat = parse_repeat(rep) if rep is not None else None
+    timeout_s = parse_timeout(doc)
+    retry = parse_retry(doc)
+    check_worker_fields(doc)
+    return Task(id=doc.get("_id"), rev=doc.get("_rev"), worker=worker, date=date, status=status,
+                job_name=job_name, arguments=arguments, repeat=repeat, timeout_s=timeout_s,
+                retry=retry, doc=doc)
+
+
+def is_worker_record(doc: dict) -> bool:
+    return str(doc.get("_id", "")).startswith(WORKER_RECORD_PREFIX)
+
+
+def check_document(doc: dict) -> None:
+    """What `validate_doc_update` decides, in Python: None if CouchDB should store `doc`.
+
+    Deletions and design documents pass; "after:" records need a string `type`; every
+    other document must be a task. Raises TaskError otherwise.
+    """
+    if doc.get("_deleted"):
+        return
+    doc_id = str(doc.get("_id", ""))
+    if doc_id.startswith("_design/"):
+        return
+    if is_worker_record(doc):
+        if not isinstance(doc.get("type"), str):
+            raise TaskError("type", 'a worker record ("after:" id) needs a string type')
+        return
+    parse_task(doc)
