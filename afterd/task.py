@@ -28,9 +28,12 @@ JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #   YYYY-MM-DD                                   midnight UTC
 #   YYYY-MM-DDTHH:MM[:SS[.f{1,6}]][Z|+HH:MM|-HH:MM]   no offset = UTC
 DATE_GRAMMAR = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})"
-    r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(Z|[+-]\d{2}:\d{2})?)?\Z")
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?\Z")
 DATE_HELP = 'use ISO 8601 like "2026-12-01", "2026-12-01T03:00:00Z" or "2026-12-01T04:00:00.250+01:00"'
+
+# Only these count as blanks around a worker name (JS trim() and str.strip() disagree on others).
+BLANKS = " \t\r\n"
 
 # Prefix of the workers' own records (heartbeats...): not tasks.
 WORKER_RECORD_PREFIX = "after:"
@@ -47,7 +50,12 @@ class TaskError(ValueError):
 
 def is_number(value) -> bool:
     """A finite JSON number; booleans are not numbers here, although Python says so."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:           # an integer too long for a double: JavaScript reads Infinity
+        return False
 
 
 def is_integer(value) -> bool:
@@ -118,9 +126,9 @@ def parse_worker(doc: dict) -> str:
     worker = doc.get("worker")
     if worker is None:
         raise TaskError("worker", "missing: name the worker that should run this task")
-    if not isinstance(worker, str) or not worker.strip():
+    if not isinstance(worker, str) or not worker.strip(BLANKS):
         raise TaskError("worker", "must be a non-empty string naming a worker")
-    if worker != worker.strip():
+    if worker != worker.strip(BLANKS):
         raise TaskError("worker", f"{worker!r} has leading or trailing spaces")
     return worker
 

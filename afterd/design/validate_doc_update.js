@@ -1,0 +1,226 @@
+function (newDoc, oldDoc, userCtx, secObj) {
+  // The task rules of afterd/task.py and afterd/repeat.py, run by CouchDB on every write
+  // so nothing a worker cannot use is ever stored. tests/doc_cases.py runs one table
+  // through both; change them together. Plain ES5 on purpose: it must run on Apache
+  // CouchDB 3's SpiderMonkey and on pouchdb-server's node alike (no Intl, no arrows).
+  // A refusal is {forbidden: "<field>: <what is wrong>"}, which CouchDB answers with 403.
+
+  var STATUSES = ["waiting", "scheduled", "running", "done", "error",
+                  "reschedule", "cancel", "canceled", "err"];  // "err": older documents
+  var MIN_YEAR = 1970, MAX_YEAR = 2999;
+  var DATE = /^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$/;
+  var DATE_HELP = 'use ISO 8601 like "2026-12-01", "2026-12-01T03:00:00Z" or "2026-12-01T04:00:00.250+01:00"';
+  var JOB_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+  var UNITS = {years: "years", y: "years", months: "months", M: "months",
+               weeks: "weeks", w: "weeks", days: "days", d: "days",
+               hours: "hours", h: "hours", minutes: "minutes", m: "minutes",
+               seconds: "seconds", s: "seconds", milliseconds: "milliseconds", ms: "milliseconds"};
+  var OTHER_KEYS = {until: true, count: true, tz: true, rrule: true};
+  var MAX_MONTHS = 12000, MAX_SUBMONTH_MS = 1000 * 366 * 86400 * 1000;
+  // Time zones and rules are checked here by shape only: this sandbox has no tz database
+  // and no RFC 5545 parser. The Python model checks them fully (zoneinfo, dateutil) and
+  // marks a task it cannot use as "error" with the reason.
+  var TZ_SHAPE = /^[A-Za-z][A-Za-z0-9_+\-]*(\/[A-Za-z0-9_+\-]+)*$/;
+  var RRULE_PART = "(FREQ|INTERVAL|COUNT|UNTIL|BYSECOND|BYMINUTE|BYHOUR|BYDAY|BYMONTHDAY|" +
+                   "BYYEARDAY|BYWEEKNO|BYMONTH|BYSETPOS|WKST)=[A-Za-z0-9,+\\-]+";
+  var RRULE_SHAPE = new RegExp("^(RRULE:)?" + RRULE_PART + "(;" + RRULE_PART + ")*$");
+  var RRULE_HELP = 'an RFC 5545 rule on one line, like "FREQ=DAILY;BYHOUR=3"';
+
+  function refuse(field, problem) {
+    throw({forbidden: field + ": " + problem});
+  }
+  function show(value) {
+    return value === undefined ? "undefined" : JSON.stringify(value);
+  }
+  function isArray(value) {
+    return Object.prototype.toString.call(value) === "[object Array]";
+  }
+  function isObject(value) {
+    return value !== null && typeof value === "object" && !isArray(value);
+  }
+  function isNumber(value) {
+    return typeof value === "number" && isFinite(value);
+  }
+  function isInteger(value) {
+    return isNumber(value) && Math.floor(value) === value;
+  }
+  function given(value) {
+    return value !== undefined && value !== null;
+  }
+
+  function checkDate(field, value) {
+    if (typeof value !== "string") {
+      refuse(field, "must be a string, " + DATE_HELP);
+    }
+    var m = DATE.exec(value);
+    if (!m) {
+      refuse(field, show(value) + " is not a date: " + DATE_HELP);
+    }
+    var year = +m[1], month = +m[2], day = +m[3];
+    if (year < MIN_YEAR || year > MAX_YEAR) {
+      refuse(field, show(value) + ": the year must be between " + MIN_YEAR + " and " + MAX_YEAR);
+    }
+    if (m[8] && m[8] !== "Z" && (+m[8].substr(1, 2) > 23 || +m[8].substr(4, 2) > 59)) {
+      refuse(field, show(value) + ": the offset " + m[8] + " is not a valid UTC offset");
+    }
+    var leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+    var monthDays = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if (month < 1 || month > 12 || day < 1 || day > monthDays[month - 1] ||
+        +(m[4] || 0) > 23 || +(m[5] || 0) > 59 || +(m[6] || 0) > 59) {
+      refuse(field, show(value) + " is not a real date or time of day");
+    }
+  }
+
+  function checkWorker(worker) {
+    if (!given(worker)) {
+      refuse("worker", "missing: name the worker that should run this task");
+    }
+    if (typeof worker !== "string" || /^[ \t\r\n]*$/.test(worker)) {
+      refuse("worker", "must be a non-empty string naming a worker");
+    }
+    if (/^[ \t\r\n]|[ \t\r\n]$/.test(worker)) {
+      refuse("worker", show(worker) + " has leading or trailing spaces");
+    }
+  }
+
+  function checkJob(job) {
+    if (!given(job)) {
+      refuse("job", 'missing: give {"name": "<job module>", "arguments": [...]}');
+    }
+    if (!isObject(job)) {
+      refuse("job", 'must be an object like {"name": "<job module>", "arguments": [...]}');
+    }
+    if (typeof job.name !== "string" || !JOB_NAME.test(job.name)) {
+      refuse("job.name", show(job.name) + " is not a job name: letters, digits and _ only, " +
+                         "not starting with a digit");
+    }
+    if (job.arguments !== undefined && !isArray(job.arguments) && !isObject(job.arguments)) {
+      refuse("job.arguments", "must be a JSON list or object");
+    }
+  }
+
+  function checkRepeat(rep) {
+    function bad(problem) { refuse("repeat", problem); }
+    if (!isObject(rep)) {
+      bad('must be an object like {"days": 1} or {"rrule": "FREQ=DAILY"}');
+    }
+    var key, unknown = [];
+    for (key in rep) {
+      if (rep.hasOwnProperty(key) && !UNITS.hasOwnProperty(key) && !OTHER_KEYS.hasOwnProperty(key)) {
+        unknown.push(key);
+      }
+    }
+    if (unknown.length) {
+      bad("unknown key " + show(unknown.sort()[0]) + "; use years/y, months/M, weeks/w, days/d, " +
+          "hours/h, minutes/m, seconds/s, milliseconds/ms, until, count, tz or rrule");
+    }
+    var units = {}, hasOffset = false;
+    for (key in rep) {
+      if (!rep.hasOwnProperty(key) || !UNITS.hasOwnProperty(key)) {
+        continue;
+      }
+      var unit = UNITS[key], amount = rep[key];
+      if (units.hasOwnProperty(unit)) {
+        bad(unit + " is given twice (long and short key)");
+      }
+      if (!isNumber(amount)) {
+        bad(key + " must be a number, not " + show(amount));
+      }
+      if ((unit === "years" || unit === "months") && !isInteger(amount)) {
+        bad(key + " must be a whole number, not " + show(amount));
+      }
+      if (amount < 0) {
+        bad(key + " is negative: a repeat must move time forward");
+      }
+      units[unit] = amount;
+      hasOffset = true;
+    }
+    function g(unit) { return units.hasOwnProperty(unit) ? units[unit] : 0; }
+    if (hasOffset) {
+      var months = g("years") * 12 + g("months");
+      // Same order of operations as repeat.offset_ms, so both round alike.
+      var submonthMs = ((((g("weeks") * 7 + g("days")) * 24 + g("hours")) * 60 +
+                        g("minutes")) * 60 + g("seconds")) * 1000 + g("milliseconds");
+      if (months === 0 && submonthMs < 1) {
+        bad("the offset is zero (it must be at least 1 millisecond): a repeat must move time forward");
+      }
+      if (months > MAX_MONTHS || submonthMs > MAX_SUBMONTH_MS) {
+        bad("the offset is too large (at most 1000 years)");
+      }
+    }
+    if (given(rep.tz) && (typeof rep.tz !== "string" || !TZ_SHAPE.test(rep.tz))) {
+      bad("tz " + show(rep.tz) + ' is not an IANA time zone name like "Europe/Lisbon"');
+    }
+    if (given(rep.rrule)) {
+      if (hasOffset) {
+        bad("give either offset keys or an rrule, not both");
+      }
+      if (typeof rep.rrule !== "string" || !RRULE_SHAPE.test(rep.rrule)) {
+        bad("rrule " + show(rep.rrule) + " is not " + RRULE_HELP);
+      }
+      if (!/(^|[:;])FREQ=/.test(rep.rrule)) {
+        bad("rrule " + show(rep.rrule) + " has no FREQ");
+      }
+    } else if (!hasOffset) {
+      bad('give an offset like {"days": 1} or an rrule');
+    }
+    if (given(rep.until)) {
+      try {
+        checkDate("until", rep.until);
+      } catch (e) {
+        bad(e.forbidden);
+      }
+    }
+    if (given(rep.count) && (!isInteger(rep.count) || rep.count < 1)) {
+      bad("count must be a whole number of runs, 1 or more, not " + show(rep.count));
+    }
+  }
+
+  // Deletions are always allowed: deleting a task is how a user disarms it.
+  if (newDoc._deleted) {
+    return;
+  }
+  var id = String(newDoc._id || "");
+  if (id.indexOf("_design/") === 0) {
+    return;
+  }
+  // The workers' own records (heartbeats...) are not tasks.
+  if (id.indexOf("after:") === 0) {
+    if (typeof newDoc.type !== "string") {
+      refuse("type", 'a worker record ("after:" id) needs a string type');
+    }
+    return;
+  }
+
+  checkWorker(newDoc.worker);
+  if (newDoc.date === undefined) {
+    refuse("date", "missing: " + DATE_HELP);
+  }
+  checkDate("date", newDoc.date);
+  if (newDoc.status === undefined) {
+    refuse("status", 'missing: a new task starts as "waiting"');
+  }
+  if (STATUSES.indexOf(newDoc.status) < 0) {
+    refuse("status", show(newDoc.status) + " is not a status; use one of " +
+                     STATUSES.slice(0, -1).join(", "));
+  }
+  checkJob(newDoc.job);
+  if (given(newDoc.repeat)) {
+    checkRepeat(newDoc.repeat);
+  }
+  if (given(newDoc.timeout) && (!isNumber(newDoc.timeout) || newDoc.timeout <= 0)) {
+    refuse("timeout", show(newDoc.timeout) + " is not a positive number of seconds");
+  }
+  if (newDoc.retry !== undefined && (!isInteger(newDoc.retry) || newDoc.retry < 0)) {
+    refuse("retry", show(newDoc.retry) + " is not a whole number of retries (0 or more)");
+  }
+  // Worker-written fields (owner, attempts, started_at, finished_at, runs, last_run,
+  // result, error, queued_ms, running) are accepted as they come; only these two would
+  // break a worker if they were wrong.
+  if (given(newDoc.anchor)) {
+    checkDate("anchor", newDoc.anchor);
+  }
+  if (given(newDoc.occurrence) && (!isInteger(newDoc.occurrence) || newDoc.occurrence < 0)) {
+    refuse("occurrence", show(newDoc.occurrence) + " is not an index (0 or more)");
+  }
+}

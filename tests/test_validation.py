@@ -1,0 +1,144 @@
+"""One table (doc_cases.py), two validators: the Python model and the server's validate_doc_update.
+
+Given the design document installed in a fresh database, when each case is POSTed over plain
+HTTP, then good documents are stored (201) and bad ones are refused with 403 and a reason
+naming the field, exactly as the Python model refuses them, so the two cannot drift apart.
+"""
+
+import json
+
+import pytest
+import requests
+
+from afterd.design import DESIGN_ID, design_doc
+from afterd.task import TaskError, check_document, parse_task
+from doc_cases import bad_docs, good_docs
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def db(couch_url, db_name):
+    """A fresh database with _design/after installed; returns its URL."""
+    url = f"{couch_url}/{db_name}"
+    requests.put(url, timeout=10).raise_for_status()
+    r = requests.put(f"{url}/{DESIGN_ID}", data=json.dumps(design_doc()), headers=JSON, timeout=10)
+    assert r.status_code == 201, r.text
+    return url
+
+
+def reason_of(response) -> str:
+    # CouchDB answers refusals as JSON, but not always with a JSON content type.
+    try:
+        return response.json().get("reason", "")
+    except ValueError:
+        return response.text
+
+
+def post(url, doc):
+    return requests.post(url, data=json.dumps(doc), headers=JSON, timeout=10)
+
+
+@pytest.mark.parametrize("name,doc", good_docs(), ids=[n for n, _ in good_docs()])
+def test_python_accepts_good(name, doc):
+    check_document(doc)
+
+
+@pytest.mark.parametrize("name,field,doc", bad_docs(include_python_only=True),
+                         ids=[n for n, _, _ in bad_docs(include_python_only=True)])
+def test_python_refuses_bad_naming_the_field(name, field, doc):
+    with pytest.raises(TaskError) as caught:
+        check_document(doc)
+    message = str(caught.value)
+    assert message.startswith(f"{field}: "), message
+    assert "\n" not in message
+
+
+def test_server_agrees_with_python_on_every_case(db):
+    """One test, many POSTs: a database per case would cost more than the cases."""
+    disagreements = []
+    for name, doc in good_docs():
+        r = post(db, doc)
+        if r.status_code != 201:
+            disagreements.append(f"good {name!r}: {r.status_code} {r.text}")
+    for name, field, doc in bad_docs():
+        r = post(db, doc)
+        reason = reason_of(r)
+        if r.status_code != 403 or not reason.startswith(f"{field}: "):
+            disagreements.append(f"bad {name!r}: {r.status_code} {reason!r} (expected 403 naming {field})")
+    assert not disagreements, "\n".join(disagreements)
+    # Nothing bad was stored: only the good documents and the design document are there.
+    rows = requests.get(f"{db}/_all_docs", timeout=10).json()["rows"]
+    assert len(rows) == len(good_docs()) + 1
+
+
+def test_shape_only_cases_are_stored_but_python_refuses_them(db):
+    """tz and rrule meaning cannot be checked in the JS sandbox: the worker's model catches them."""
+    from doc_cases import PYTHON_ONLY_BAD
+    for name, field, doc in PYTHON_ONLY_BAD:
+        assert post(db, doc).status_code == 201, name
+        with pytest.raises(TaskError, match=f"^{field}: "):
+            parse_task(doc)
+
+
+def test_refusal_is_in_bulk_docs_too(db):
+    """Workers write through _bulk_docs: a bad document there is refused per document."""
+    good = dict(good_docs()[0][1], _id="good")
+    bad = dict(good, _id="bad", status="pending")
+    r = requests.post(f"{db}/_bulk_docs", data=json.dumps({"docs": [good, bad]}), headers=JSON, timeout=10)
+    results = {row["id"]: row for row in r.json()}
+    assert "error" not in results["good"], results
+    assert results["bad"]["error"] == "forbidden" and results["bad"]["reason"].startswith("status: ")
+    assert requests.get(f"{db}/bad", timeout=10).status_code == 404
+
+
+def test_update_to_a_bad_document_is_refused_and_changes_nothing(db):
+    good = good_docs()[0][1]
+    r = post(db, good)
+    doc_id, rev = r.json()["id"], r.json()["rev"]
+    bad = dict(good, _id=doc_id, _rev=rev, date="2026-02-30")
+    r = requests.put(f"{db}/{doc_id}", data=json.dumps(bad), headers=JSON, timeout=10)
+    assert r.status_code == 403 and reason_of(r).startswith("date: ")
+    stored = requests.get(f"{db}/{doc_id}", timeout=10).json()
+    assert stored["_rev"] == rev and stored["date"] == good["date"]
+
+
+def test_deletion_is_always_allowed(db):
+    r = post(db, good_docs()[0][1])
+    doc_id, rev = r.json()["id"], r.json()["rev"]
+    r = requests.delete(f"{db}/{doc_id}", params={"rev": rev}, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def test_views_count_by_status_and_worker(db):
+    docs = [
+        {"worker": "manobi", "status": "waiting"}, {"worker": "manobi", "status": "done"},
+        {"worker": "manobi", "status": "err"}, {"worker": "kiri", "status": "waiting"},
+    ]
+    base = good_docs()[0][1]
+    for d in docs:
+        assert post(db, dict(base, **d)).status_code == 201
+    assert post(db, {"_id": "after:heartbeat:manobi", "type": "heartbeat"}).status_code == 201
+
+    def view(name, **params):
+        params = {k: json.dumps(v) for k, v in params.items()}
+        r = requests.get(f"{db}/_design/after/_view/{name}", params=params, timeout=30)
+        r.raise_for_status()
+        return r.json()["rows"]
+
+    by_status = {row["key"]: row["value"] for row in view("by_status", group=True)}
+    assert by_status == {"waiting": 2, "done": 1, "error": 1}
+    per_worker = {row["key"][0]: row["value"] for row in view("by_worker_status", group_level=1)}
+    assert per_worker == {"manobi": 3, "kiri": 1}
+    pair = {tuple(row["key"]): row["value"] for row in view("by_worker_status", group=True)}
+    assert pair[("manobi", "error")] == 1
+    active = view("active_by_worker", key="manobi", include_docs=True)
+    assert [row["value"] for row in active] == ["waiting"]
+    assert active[0]["doc"]["worker"] == "manobi"
+
+
+def test_version_changes_only_with_content():
+    first, second = design_doc(), design_doc()
+    assert first["version"] == second["version"]
+    assert len(first["version"]) == 16
+    assert first["validate_doc_update"].startswith("function") and first["validate_doc_update"].endswith("}")
