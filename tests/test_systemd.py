@@ -1,0 +1,249 @@
+"""The unit files under a real systemd (PID 1 of a systemd-nspawn container).
+
+One container per module: booting takes about a second, the rootfs is built once per
+machine (systemd_harness.build_rootfs). Needs root, systemd-nspawn and debootstrap
+(`scripts/install-deps test`): skipped locally without them, a failure in CI.
+
+The worker scenario runs the checkout's code inside the container (the checkout is
+bind-mounted read-only at /src, /usr/bin/after runs `python3 -m afterd.cli` from it)
+against the session's pouchdb-server on the host's loopback (the network is shared).
+"""
+
+import importlib
+import re
+import shlex
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import require_tool
+from helpers import wait_for
+import systemd_harness as harness
+
+pytestmark = pytest.mark.systemd
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+MAX_EXPOSURE = 2.5            # `systemd-analyze security`: 2.5 and below reads "OK"
+JOBS_DIR = "/usr/local/etc/after"
+START_TIMEOUT_S = 90          # generous: a loaded 2-core machine, python start-up, CouchDB
+TASK_TIMEOUT_S = 60
+
+WRAPPER = """#!/bin/sh
+# The checkout's code, as the Debian package's /usr/bin/after would run the installed one.
+PYTHONPATH=/src PYTHONDONTWRITEBYTECODE=1 exec python3 -m afterd.cli "$@"
+"""
+JOBS = {
+    "hello": "def run(task):\n    return {'hello': list(task.arguments)}\n",
+    "failing": "def run(task):\n    raise RuntimeError('failing on purpose')\n",
+    "slow": ("import time\n\ndef run(task):\n    time.sleep(float(task.arguments[0]))\n"
+             "    return 'slept'\n"),
+}
+
+
+def worker_exists() -> bool:
+    try:
+        return hasattr(importlib.import_module("afterd.worker"), "run_worker")
+    except ImportError:
+        return False
+
+
+needs_worker = pytest.mark.xfail(not worker_exists(), strict=False,
+                                 reason="afterd.worker.run_worker is not written yet")
+
+
+@pytest.fixture(scope="session")
+def systemd_rootfs():
+    missing = harness.missing_requirements()
+    require_tool(missing is None, f"{missing} (for the systemd tests)")
+    return harness.build_rootfs()
+
+
+@pytest.fixture(scope="module")
+def systemd_container(systemd_rootfs):
+    """A booted container with the unit files installed, the `after` user, the jobs folder
+    and /usr/bin/after running the checkout's code."""
+    with harness.Container(systemd_rootfs, "units", binds_ro={CHECKOUT: "/src"}) as box:
+        box.run(["install", "-m", "644", "/src/systemd/after@.service", "/src/systemd/after.target",
+                 "/etc/systemd/system/"])
+        box.write("/usr/bin/after", WRAPPER, mode="0755")
+        box.run(["useradd", "--system", "--home-dir", "/nonexistent", "--no-create-home",
+                 "--shell", "/usr/sbin/nologin", "after"])
+        for name, source in JOBS.items():
+            box.write(f"{JOBS_DIR}/{name}.py", source)    # root-owned, 0644: trusted
+        box.run(["systemctl", "daemon-reload"])
+        yield box
+
+
+# --- the unit files ----------------------------------------------------------------------
+
+def test_unit_files_verify_clean(systemd_container):
+    # --man=no: the man page comes with the Debian package, not with this rootfs.
+    proc = systemd_container.run(["systemd-analyze", "verify", "--man=no",
+                                  "/etc/systemd/system/after@x.service",
+                                  "/etc/systemd/system/after.target"], check=False)
+    assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
+
+
+def test_sandboxing_rates_ok_or_better(systemd_container):
+    out = systemd_container.run(["systemd-analyze", "security", "--no-pager", "after@x.service"],
+                                check=False).stdout
+    match = re.search(r"Overall exposure level for after@x\.service: (\d+\.\d+)", out)
+    assert match, out[-500:]
+    exposure = float(match.group(1))
+    print(f"systemd-analyze security after@x.service: {exposure}")
+    assert exposure <= MAX_EXPOSURE
+
+
+def test_enabling_an_instance_hooks_it_into_after_target(systemd_container):
+    box = systemd_container
+    box.run(["systemctl", "enable", "after@enabled.service"])
+    try:
+        wants = box.run(["systemctl", "show", "-p", "Wants", "--value", "after.target"]).stdout
+        assert "after@enabled.service" in wants.split()
+        part_of = box.run(["systemctl", "show", "-p", "PartOf", "--value", "after@enabled.service"]).stdout
+        assert part_of.strip() == "after.target"
+    finally:
+        box.run(["systemctl", "disable", "after@enabled.service"])
+
+
+# --- the worker under systemd ------------------------------------------------------------
+
+def configure(box, instance: str, couch_url: str, database: str, **extra_env):
+    """A drop-in for one instance, as an operator would write with `systemctl edit`."""
+    env = {"AFTER_COUCHDB_URL": couch_url, "AFTER_DATABASE": database, **extra_env}
+    lines = "".join(f"Environment={shlex.quote(f'{k}={v}')}\n" for k, v in env.items())
+    box.write(f"/etc/systemd/system/after@{instance}.service.d/test.conf", "[Service]\n" + lines)
+    box.run(["systemctl", "daemon-reload"])
+
+
+def show(box, unit: str, prop: str) -> str:
+    return box.run(["systemctl", "show", "-p", prop, "--value", unit]).stdout.strip()
+
+
+def post_task(couch_url, database, worker, job, arguments=(), **fields) -> str:
+    doc = {"worker": worker, "date": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+           "status": "waiting", "job": {"name": job, "arguments": list(arguments)}, **fields}
+    reply = requests.post(f"{couch_url}/{database}", json=doc, timeout=10)
+    reply.raise_for_status()
+    return reply.json()["id"]
+
+
+def wait_status(couch_url, database, task_id, statuses, timeout_s=TASK_TIMEOUT_S) -> dict:
+    def current():
+        doc = requests.get(f"{couch_url}/{database}/{task_id}", timeout=10).json()
+        return doc if doc.get("status") in statuses else None
+    return wait_for(current, timeout_s, f"task {task_id} to reach {statuses}", interval_s=0.2)
+
+
+def wait_journal(box, unit, text, *args, timeout_s=30) -> str:
+    return wait_for(lambda: text in box.journal(unit, *args) and box.journal(unit, *args),
+                    timeout_s, f"{text!r} in the journal of {unit} {' '.join(args)}", interval_s=0.3)
+
+
+@pytest.fixture
+def worker(systemd_container, couch_url, db_name):
+    """Start after@<instance> against this test's database; stop it and show its journal after."""
+    started = []
+
+    def start(instance=None, **extra_env):
+        instance = instance or "w" + uuid.uuid4().hex[:6]
+        requests.put(f"{couch_url}/{db_name}", timeout=10)
+        configure(systemd_container, instance, couch_url, db_name, **extra_env)
+        unit = f"after@{instance}.service"
+        started.append(unit)
+        systemd_container.run(["systemctl", "start", unit], timeout_s=START_TIMEOUT_S)
+        return instance, unit
+
+    yield start
+    for unit in started:
+        print(f"--- journal of {unit}\n{systemd_container.journal(unit)}")
+        systemd_container.run(["systemctl", "stop", unit], check=False, timeout_s=120)
+        systemd_container.run(["systemctl", "reset-failed", unit], check=False)
+
+
+@needs_worker
+def test_start_returns_when_ready_and_a_task_runs(systemd_container, worker, couch_url, db_name):
+    box = systemd_container
+    name, unit = worker("manobi")
+    # Type=notify: `systemctl start` returned, so READY=1 came; STATUS= is the worker's line.
+    assert show(box, unit, "ActiveState") == "active"
+    assert re.search(r"\d+ scheduled, \d+ running", show(box, unit, "StatusText"))
+    assert "scheduled" in box.run(["systemctl", "status", "--no-pager", unit], check=False).stdout
+    assert show(box, unit, "User") == "after"
+
+    task_id = post_task(couch_url, db_name, name, "hello", ["1234"])
+    doc = wait_status(couch_url, db_name, task_id, {"done", "error"})
+    assert doc["status"] == "done", doc.get("error")
+    assert doc["result"] == {"hello": ["1234"]}
+    wait_journal(box, unit, task_id)
+
+    failing_id = post_task(couch_url, db_name, name, "failing")
+    doc = wait_status(couch_url, db_name, failing_id, {"done", "error"})
+    assert doc["status"] == "error" and "failing on purpose" in doc["error"]["message"]
+    # the failure is logged at warning or worse: `journalctl -p warning` finds it
+    wait_journal(box, unit, failing_id, "-p", "warning")
+    assert task_id not in box.journal(unit, "-p", "warning")
+
+
+@needs_worker
+def test_reload_keeps_the_worker_and_picks_up_new_jobs(systemd_container, worker, couch_url, db_name):
+    box = systemd_container
+    name, unit = worker()
+    main_pid = show(box, unit, "MainPID")
+    box.write(f"{JOBS_DIR}/added_later.py", "def run(task):\n    return 'new'\n")
+    box.run(["systemctl", "reload", unit], timeout_s=START_TIMEOUT_S)
+    wait_for(lambda: show(box, unit, "ActiveState") == "active", 30, "active after reload")
+    assert show(box, unit, "MainPID") == main_pid      # reloaded, not restarted
+    task_id = post_task(couch_url, db_name, name, "added_later")
+    assert wait_status(couch_url, db_name, task_id, {"done", "error"})["result"] == "new"
+
+
+@needs_worker
+def test_two_instances_side_by_side(systemd_container, worker, couch_url, db_name):
+    box = systemd_container
+    (a, unit_a), (b, unit_b) = worker("a"), worker("b")
+    assert show(box, unit_a, "MainPID") != show(box, unit_b, "MainPID")
+    for_a = post_task(couch_url, db_name, a, "hello", ["a"])
+    for_b = post_task(couch_url, db_name, b, "hello", ["b"])
+    assert wait_status(couch_url, db_name, for_a, {"done"})["result"] == {"hello": ["a"]}
+    assert wait_status(couch_url, db_name, for_b, {"done"})["result"] == {"hello": ["b"]}
+    wait_journal(box, unit_a, for_a)
+    assert for_a not in box.journal(unit_b)
+    # after.target reaches every instance (PartOf=)
+    box.run(["systemctl", "stop", "after.target"], timeout_s=120)
+    assert show(box, unit_a, "ActiveState") == show(box, unit_b, "ActiveState") == "inactive"
+
+
+@needs_worker
+def test_stop_lets_a_running_job_finish(systemd_container, worker, couch_url, db_name):
+    box = systemd_container
+    name, unit = worker()
+    job_s = 4.0
+    task_id = post_task(couch_url, db_name, name, "slow", [job_s])
+    wait_status(couch_url, db_name, task_id, {"running"})
+    started = time.monotonic()
+    box.run(["systemctl", "stop", unit], timeout_s=120)
+    assert time.monotonic() - started < 60     # well within TimeoutStopSec: no SIGKILL needed
+    assert show(box, unit, "Result") == "success"
+    assert wait_status(couch_url, db_name, task_id, {"done", "error"}, 30)["status"] == "done"
+
+
+def worker_has_hang_hook() -> bool:
+    worker_py = CHECKOUT / "afterd" / "worker.py"
+    return worker_py.exists() and "AFTER_TEST_HANG_AFTER_S" in worker_py.read_text()
+
+
+@pytest.mark.xfail(not worker_has_hang_hook(), strict=False,
+                   reason="the worker loop does not honour AFTER_TEST_HANG_AFTER_S yet")
+def test_a_hung_loop_is_killed_by_the_watchdog_and_restarted(systemd_container, worker):
+    box = systemd_container
+    name, unit = worker(AFTER_TEST_HANG_AFTER_S="1")
+    box.write(f"/etc/systemd/system/{unit}.d/watchdog.conf", "[Service]\nWatchdogSec=3\nRestartSec=1\n")
+    box.run(["systemctl", "daemon-reload"])
+    box.run(["systemctl", "restart", unit], timeout_s=START_TIMEOUT_S)
+    wait_for(lambda: int(show(box, unit, "NRestarts") or 0) >= 1, 60, "a watchdog restart", 0.5)
+    assert "Watchdog timeout" in box.journal(unit)
