@@ -110,6 +110,72 @@ def test_enabling_an_instance_hooks_it_into_after_target(systemd_container):
         box.run(["systemctl", "disable", "after@enabled.service"])
 
 
+# --- notify.py and logs.py inside the real unit (any worker could use them this way) ----
+
+STAND_IN = """\
+# Stands in for the worker: the unit's sandbox, sd_notify and journald priorities, for real.
+import logging, os, signal, sys, time
+sys.path.insert(0, "/src")
+from afterd.logs import setup_logging
+from afterd.notify import Notifier, status_line
+
+setup_logging("info")
+log = logging.getLogger("stand-in")
+notifier = Notifier()
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))   # handlers only set flags
+probe = os.path.join(os.environ["AFTER_STATE_DIR"], sys.argv[1], "probe")
+with open(probe, "w") as f:
+    f.write("ok")
+try:
+    open("/usr/local/etc/after/intruder.py", "w")
+except OSError as e:
+    log.info("jobs folder is read-only: %s", e.strerror)
+notifier.status(status_line(2, 0, None, None))
+notifier.ready()
+log.info("started", extra={"task_id": "t-info"})
+log.warning("job failed", extra={"task_id": "t-warn"})
+log.info("watchdog every %ss", notifier.watchdog_interval_s())
+while not stopping:
+    notifier.watchdog()
+    time.sleep(0.1)
+notifier.stopping()
+log.info("bye")
+"""
+
+
+def test_notify_and_journal_priorities_in_the_real_unit(systemd_container):
+    box = systemd_container
+    unit = "after@standin.service"
+    box.write("/usr/local/lib/after-test/stand_in.py", STAND_IN)
+    box.write(f"/etc/systemd/system/{unit}.d/stand-in.conf",
+              "[Service]\nExecStart=\nExecStart=/usr/bin/python3 /usr/local/lib/after-test/stand_in.py %i\n")
+    box.run(["systemctl", "daemon-reload"])
+    try:
+        box.run(["systemctl", "start", unit], timeout_s=START_TIMEOUT_S)
+        # Type=notify: start returned, so READY=1 arrived; STATUS= shows in systemctl.
+        assert show(box, unit, "ActiveState") == "active"
+        assert show(box, unit, "StatusText") == "2 scheduled, 0 running"
+        assert "Status: \"2 scheduled, 0 running\"" in box.run(
+            ["systemctl", "status", "--no-pager", unit], check=False).stdout
+        # StateDirectory= made /var/lib/after/standin for the `after` user, and nothing else
+        # is writable (ProtectSystem=strict).
+        assert box.run(["stat", "-c", "%U %a", "/var/lib/after/standin/probe"]).stdout.split()[0] == "after"
+        wait_journal(box, unit, "jobs folder is read-only: Read-only file system")
+        wait_journal(box, unit, "watchdog every 15.0s")          # WatchdogSec=30, halved
+        warnings = wait_journal(box, unit, "[task t-warn] job failed", "-p", "warning")
+        assert "started" not in warnings                          # "<6>" is info, not warning
+        assert "[task t-info] started" in box.journal(unit, "-p", "info")
+        box.run(["systemctl", "stop", unit], timeout_s=60)
+        assert show(box, unit, "Result") == "success"
+        wait_journal(box, unit, "bye")
+    finally:
+        print(box.journal(unit))
+        box.run(["systemctl", "stop", unit], check=False)
+        box.run(["rm", "-r", f"/etc/systemd/system/{unit}.d"])
+        box.run(["systemctl", "daemon-reload"])
+
+
 # --- the worker under systemd ------------------------------------------------------------
 
 def configure(box, instance: str, couch_url: str, database: str, **extra_env):
