@@ -1,0 +1,147 @@
+"""What a job sees: the `task` object handed to run(task), and how a run becomes an outcome.
+
+Runs inside the forked child only.
+"""
+
+import json
+import logging
+import os
+import sys
+import traceback
+from datetime import datetime, timezone
+
+# journald reads "<N>" at the start of a stderr line as the priority (sd-daemon(3)).
+JOURNAL_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
+                    logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JobFormatter(logging.Formatter):
+    def __init__(self, tag: str, journal: bool):
+        super().__init__(f"{tag}: %(levelname)s %(message)s")
+        self.journal = journal
+
+    def format(self, record):
+        text = super().format(record)
+        if self.journal:
+            prefix = f"<{JOURNAL_PRIORITY.get(record.levelno, 6)}>"
+            text = "\n".join(prefix + line for line in text.splitlines())
+        return text
+
+
+def job_logger(job: str, task_id: str) -> logging.Logger:
+    """A logger whose lines reach the worker's stderr tagged with the task id."""
+    logger = logging.getLogger(f"after.job.{job}")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JobFormatter(f"job {job} task {task_id}",
+                                       bool(os.environ.get("JOURNAL_STREAM"))))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    return logger
+
+
+def parse_when(value) -> datetime | None:
+    """The task's date as an aware datetime (UTC when the text has no offset)."""
+    if value is None or isinstance(value, datetime):
+        when = value
+    elif isinstance(value, (int, float)):
+        when = datetime.fromtimestamp(value, timezone.utc)
+    else:
+        text = str(value)
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when
+
+
+class JobTask:
+    """The `task` a job's run(task) receives.
+
+    done(result) / error(message) are for jobs written in the original's event
+    style; the first outcome reported wins.
+    """
+
+    def __init__(self, fields: dict, job: str):
+        self.id = fields.get("id")
+        self.worker = fields.get("worker")
+        self.date = parse_when(fields.get("date"))
+        self.arguments = fields.get("arguments")
+        self.doc = fields.get("doc")   # already a copy: it came over a pipe as JSON
+        self.job = job
+        self.logger = job_logger(job, self.id)
+        self.outcome: dict | None = None
+
+    def done(self, result=None):
+        if self.outcome is None:
+            self.outcome = {"ok": True, "result": result}
+
+    def error(self, message):
+        if self.outcome is None:
+            self.outcome = {"ok": False, "error": {"type": "JobError", "message": str(message),
+                                                   "traceback": None}}
+
+    def __repr__(self):
+        return f"<task {self.id} job {self.job}>"
+
+
+def error_of(exc: BaseException) -> dict:
+    """{type, message, traceback} for an exception that ended a run."""
+    if isinstance(exc, SyntaxError):
+        # "invalid syntax (/jobs/x.py, line 3)", and the offending line with its caret:
+        # the runner's own frames that compiled the file would only mislead.
+        return {"type": "SyntaxError", "message": f"{exc.msg} ({exc.filename}, line {exc.lineno})",
+                "traceback": "".join(traceback.format_exception_only(exc))}
+    kind = getattr(exc, "type", None)
+    if isinstance(kind, str):   # jobs.JobError: the job could not be loaded; no code ran
+        return {"type": kind, "message": str(exc), "traceback": None}
+    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+def run_job(code_or_error, module_name: str, path, task: JobTask,
+            memory_limit_bytes: int | None) -> dict:
+    """Execute the job's module and its run(task); the outcome as a JSON-ready dict."""
+    try:
+        if isinstance(code_or_error, BaseException):
+            raise code_or_error
+        module = _exec_module(code_or_error, module_name, path)
+        entry = getattr(module, "run", None)
+        if not callable(entry):
+            raise TypeError(f"job file {path} has no run(task) function")
+        value = entry(task)
+        outcome = task.outcome or {"ok": True, "result": value}
+    except MemoryError:
+        # Build nothing here: the traceback still holds the frames that ate the
+        # memory; it is gone once the except clause ends.
+        outcome = None
+    except BaseException as exc:   # SystemExit, KeyboardInterrupt too: the run failed
+        outcome = task.outcome or {"ok": False, "error": error_of(exc)}
+    if outcome is None:
+        limit = f" (limit {memory_limit_bytes} bytes)" if memory_limit_bytes else ""
+        outcome = task.outcome or {"ok": False, "error": {
+            "type": "MemoryError", "message": f"ran out of memory{limit}", "traceback": None}}
+    return outcome
+
+
+def encode_outcome(outcome: dict) -> bytes:
+    """JSON for the pipe; a result JSON cannot hold becomes an error saying so."""
+    try:
+        return json.dumps(outcome, allow_nan=False).encode() + b"\n"
+    except (TypeError, ValueError) as exc:
+        return json.dumps({"ok": False, "error": {
+            "type": "ResultError",
+            "message": f"the job's result is not JSON-serialisable: {exc}",
+            "traceback": None}}).encode() + b"\n"
+
+
+def _exec_module(code, module_name: str, path):
+    import importlib.util
+    is_package = os.path.basename(path) == "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        module_name, path,
+        submodule_search_locations=[os.path.dirname(path)] if is_package else None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    exec(code, module.__dict__)
+    return module
