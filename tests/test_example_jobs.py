@@ -1,0 +1,193 @@
+"""The example jobs in jobs/, each run for real the way a worker's child runs it
+(afterd.jobapi: the module executed from its file, run(task) called, the outcome recorded)."""
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from afterd.jobapi import JobTask, run_job
+
+JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+
+
+def run_example(job, arguments, *, date="2026-12-01T03:00:00Z", task_id="task-1"):
+    """Given the example job file, when a worker runs it with these arguments, then this outcome."""
+    path = JOBS_DIR / f"{job}.py"
+    code = compile(path.read_bytes(), str(path), "exec")
+    task = JobTask({"id": task_id, "worker": "test", "date": date, "arguments": arguments,
+                    "doc": {"_id": task_id}}, job)
+    return run_job(code, f"after_job_{job}", str(path), task, None)
+
+
+# ---- shell -------------------------------------------------------------------------------
+
+def test_shell_records_exit_code_and_output():
+    outcome = run_example("shell", ["/bin/echo", "hello", "$HOME"])
+    assert outcome["ok"], outcome
+    # No shell: "$HOME" reaches echo untouched.
+    assert outcome["result"] == {"exit_code": 0, "stdout_tail": "hello $HOME\n", "stderr_tail": ""}
+
+
+def test_shell_non_zero_exit_fails_the_task():
+    outcome = run_example("shell", ["/bin/false"])
+    assert not outcome["ok"]
+    assert "/bin/false exited with 1" in outcome["error"]["message"]
+
+
+def test_shell_failure_message_carries_stderr_tail():
+    outcome = run_example("shell", {"command": ["/bin/sh", "-c", "echo disk full >&2; exit 3"]})
+    assert not outcome["ok"]
+    assert outcome["error"]["message"] == "/bin/sh exited with 3: disk full"
+
+
+def test_shell_refuses_a_command_string():
+    outcome = run_example("shell", {"command": "echo hi"})
+    assert not outcome["ok"]
+    assert "list of strings" in outcome["error"]["message"]
+
+
+# ---- http_request ----------------------------------------------------------------------------
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    seen = []
+
+    def do_GET(self):
+        self.answer()
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", 0))
+        self.answer(self.rfile.read(length).decode())
+
+    def answer(self, body=""):
+        Handler.seen.append((self.command, self.path, body, self.headers.get("Authorization")))
+        status = 500 if self.path.startswith("/fail") else 200
+        payload = b"x" * 1000 + b"END" if self.path.startswith("/long") else b"boom" if status == 500 else b"ok"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Handler.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_request_records_status_and_body(http_url):
+    outcome = run_example("http_request", {"url": f"{http_url}/hook", "method": "POST", "json": {"a": 1}})
+    assert outcome["ok"], outcome
+    assert outcome["result"]["status"] == 200
+    assert outcome["result"]["body_tail"] == "ok"
+    assert Handler.seen[0][:3] == ("POST", "/hook", '{"a": 1}')
+
+
+def test_http_request_keeps_only_the_tail_of_a_long_body(http_url):
+    outcome = run_example("http_request", [f"{http_url}/long"])
+    assert outcome["ok"], outcome
+    assert len(outcome["result"]["body_tail"]) == 500
+    assert outcome["result"]["body_tail"].endswith("END")
+
+
+def test_http_request_non_2xx_fails_without_the_password(http_url):
+    url = http_url.replace("http://", "http://ops:s3cret-pw@") + "/fail"
+    outcome = run_example("http_request", {"url": url})
+    assert not outcome["ok"]
+    message = outcome["error"]["message"]
+    assert "answered 500: boom" in message
+    assert "s3cret-pw" not in json.dumps(outcome)
+    assert Handler.seen[0][3].startswith("Basic ")   # the credentials were used, as basic auth
+
+
+def test_http_request_unreachable_fails_in_one_line():
+    outcome = run_example("http_request", {"url": "http://u:s3cret-pw@127.0.0.1:9/x", "timeout_s": 5})
+    assert not outcome["ok"]
+    assert "failed: ConnectionError" in outcome["error"]["message"]
+    assert "s3cret-pw" not in json.dumps(outcome)
+
+
+# ---- generate_billing ----------------------------------------------------------------------------
+
+def test_generate_billing_writes_an_invoice(tmp_path):
+    outcome = run_example("generate_billing", ["1234", str(tmp_path)])
+    assert outcome["ok"], outcome
+    path = Path(outcome["result"]["path"])
+    assert path.parent == tmp_path
+    invoice = json.loads(path.read_text())
+    assert invoice["customer_id"] == "1234"
+    assert invoice["total_cents"] == outcome["result"]["total_cents"] == 1500
+
+
+def test_generate_billing_rerun_of_one_occurrence_rewrites_the_same_invoice(tmp_path):
+    first = run_example("generate_billing", {"customer_id": "c/1", "folder": str(tmp_path),
+                                             "items": [{"description": "a", "amount_cents": 250},
+                                                       {"description": "b", "amount_cents": 100}]})
+    second = run_example("generate_billing", ["c/1", str(tmp_path)])
+    assert first["ok"] and second["ok"]
+    assert first["result"]["total_cents"] == 350
+    assert first["result"]["path"] == second["result"]["path"]
+    assert [p.name for p in tmp_path.iterdir()] == ["invoice-c_1-20261201T030000Z.json"]
+
+
+def test_generate_billing_uses_after_billing_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFTER_BILLING_DIR", str(tmp_path / "bills"))
+    outcome = run_example("generate_billing", ["42"])
+    assert outcome["ok"], outcome
+    assert Path(outcome["result"]["path"]).parent == tmp_path / "bills"
+
+
+def test_generate_billing_without_customer_fails():
+    outcome = run_example("generate_billing", [])
+    assert not outcome["ok"]
+    assert "customer_id" in outcome["error"]["message"]
+
+
+# ---- start_replication ----------------------------------------------------------------------------
+
+def test_start_replication_copies_documents(couch_url, db_name, monkeypatch):
+    monkeypatch.setenv("AFTER_COUCHDB_URL", couch_url)
+    monkeypatch.setenv("AFTER_CONFIG", "/dev/null")   # not this machine's /etc/after/after.conf
+    requests.put(f"{couch_url}/{db_name}", timeout=10).raise_for_status()
+    requests.put(f"{couch_url}/{db_name}/invoice-1", json={"total": 12}, timeout=10).raise_for_status()
+    target = db_name + "-copy"
+    try:
+        outcome = run_example("start_replication", {"source": db_name, "target": target,
+                                                    "create_target": True})
+        assert outcome["ok"], outcome
+        assert outcome["result"].get("ok") is True
+        copied = requests.get(f"{couch_url}/{target}/invoice-1", timeout=10).json()
+        assert copied["total"] == 12
+    finally:
+        requests.delete(f"{couch_url}/{target}", timeout=10)
+
+
+def test_start_replication_from_an_unreachable_source_fails(couch_url, db_name, monkeypatch):
+    # (pouchdb-server creates a missing local source on the fly, CouchDB answers 404:
+    # a source on a closed port fails on both.)
+    monkeypatch.setenv("AFTER_COUCHDB_URL", couch_url)
+    monkeypatch.setenv("AFTER_CONFIG", "/dev/null")
+    outcome = run_example("start_replication", ["http://u:s3cret-pw@127.0.0.1:9/gone", db_name])
+    assert not outcome["ok"]
+    assert outcome["error"]["message"].startswith("replication http://u:***@127.0.0.1:9/gone -> ")
+    assert "s3cret-pw" not in json.dumps(outcome)
+
+
+def test_start_replication_unreachable_server_hides_the_password(monkeypatch):
+    monkeypatch.setenv("AFTER_COUCHDB_URL", "http://admin:s3cret-pw@127.0.0.1:9")
+    monkeypatch.setenv("AFTER_CONFIG", "/dev/null")
+    outcome = run_example("start_replication", ["a", "b"])
+    assert not outcome["ok"]
+    assert "unreachable" in outcome["error"]["message"]
+    assert "s3cret-pw" not in json.dumps(outcome)
