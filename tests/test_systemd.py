@@ -206,7 +206,7 @@ def wait_status(couch_url, database, task_id, statuses, timeout_s=TASK_TIMEOUT_S
 
 
 def wait_journal(box, unit, text, *args, timeout_s=30) -> str:
-    return wait_for(lambda: text in box.journal(unit, *args) and box.journal(unit, *args),
+    return wait_for(lambda: text in (out := box.journal(unit, *args)) and out,
                     timeout_s, f"{text!r} in the journal of {unit} {' '.join(args)}", interval_s=0.3)
 
 
