@@ -103,6 +103,13 @@ class Couch:
         self._indexes: set[tuple] = set()
         self._local_revs: dict[str, str] = {}
 
+    def clone(self) -> "Couch":
+        """The same server, database and credentials over a Session of its own (one per thread)."""
+        twin = Couch(self.base_url, self.database, self.timeout_s)
+        twin.user, twin._password, twin.safe_url = self.user, self._password, self.safe_url
+        twin.session.auth = self.session.auth
+        return twin
+
     def __repr__(self):
         return f"Couch({self.safe_url!r}, {self.database!r})"
 
@@ -298,14 +305,15 @@ class Couch:
     # -- the change feed ------------------------------------------------------------------
 
     def changes(self, since, *, selector: dict | None = None, limit: int | None = None,
-                deadline_s: float = 10.0, cancel=None) -> tuple[list[dict], object]:
+                deadline_s: float = 10.0, cancel=None, on_open=None) -> tuple[list[dict], object]:
         """ONE longpoll _changes request with include_docs; returns (results, last_seq).
 
         `since` is opaque (an int here, a string in CouchDB 3): sent back as given.
         pouchdb-server ignores `timeout=` and keeps a quiet longpoll open, so the
         deadline is enforced here: the response is streamed (the server sends a
         heartbeat newline every second) and abandoned at the deadline, or when the
-        optional threading.Event `cancel` is set; both return ([], since).
+        optional threading.Event `cancel` is set; both return ([], since). `on_open()`,
+        if given, is called once the server has accepted the request (a healthy feed).
         """
         params = {"feed": "longpoll", "include_docs": "true", "heartbeat": CHANGES_HEARTBEAT_MS,
                   "since": "0" if since is None else since}
@@ -323,6 +331,8 @@ class Couch:
         resp = self._request("POST", self._db_path + "/_changes", params=params, body=body or {},
                              what="_changes", stream=True, timeout=(self.timeout_s, deadline_s + 1.0),
                              headers={"Accept-Encoding": "identity"})
+        if on_open is not None:
+            on_open()
         chunks = []
         try:
             for chunk in resp.iter_content(chunk_size=None):
