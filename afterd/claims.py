@@ -1,0 +1,126 @@
+"""Ownership of tasks: who may run what, decided from documents and `now` (pure).
+
+A worker process has an identity `<worker>:<host>:<slot>` (slot: see
+journal.open_slot) and one heartbeat document, `after:process:<identity>`,
+which it renews every `lease_s / 4`. The heartbeat says until when the lease
+holds (`expires_at`). The owner stops starting runs `skew_margin_s` before
+its lease ends by its own clock; every other process waits until
+`skew_margin_s` after it by its clock before taking over. So as long as
+clocks disagree by less than the margin, two processes never both believe
+they may start the same occurrence.
+
+Tasks record their owner as `{"process": identity, "host": ..., "pid": ...}`.
+Every change of owner or status is a conditional update on `_rev`: of two
+processes racing, CouchDB answers 409 to one, which re-reads and decides again.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from afterd.task import TaskError, format_date, parse_date
+
+HEARTBEAT_PREFIX = "after:process:"
+
+# What to do with a task whose owner is gone.
+CLAIM = "claim"              # nobody can have started it: take it and run it as planned
+INTERRUPTED = "interrupted"  # its fate is unknown: end it as error (or retry, if allowed)
+WRITE_OUTCOME = "outcome"    # the dead owner's journal has the outcome: write that
+LEAVE = "leave"              # its owner is alive (or may be): not ours to touch
+
+
+@dataclass(frozen=True)
+class Identity:
+    worker: str
+    host: str
+    slot: int
+    pid: int
+
+    @property
+    def process(self) -> str:
+        return f"{self.worker}:{self.host}:{self.slot}"
+
+    @property
+    def heartbeat_id(self) -> str:
+        return HEARTBEAT_PREFIX + self.process
+
+    def owner_field(self) -> dict:
+        return {"process": self.process, "host": self.host, "pid": self.pid}
+
+
+def heartbeat_doc(me: Identity, now: datetime, lease_s: float, stopped=False) -> dict:
+    """The body of this process's heartbeat (without _id/_rev)."""
+    expires = now if stopped else now + timedelta(seconds=lease_s)
+    return {
+        "type": "process",
+        "worker": me.worker,
+        "host": me.host,
+        "slot": me.slot,
+        "pid": me.pid,
+        "beat_at": format_date(now),
+        "expires_at": format_date(expires),
+        "lease_s": lease_s,
+        "stopped": stopped,
+    }
+
+
+def owner_of(doc: dict) -> str | None:
+    owner = doc.get("owner")
+    return owner.get("process") if isinstance(owner, dict) else None
+
+
+def lease_expired(heartbeat: dict | None, now: datetime, skew_margin_s: float) -> bool:
+    """True when others may take the tasks of the process behind `heartbeat`.
+
+    No heartbeat at all (never written, or deleted) counts as expired: the owner
+    field points at a process that does not announce itself.
+    """
+    if heartbeat is None or heartbeat.get("stopped"):
+        return True
+    try:
+        expires = parse_date(heartbeat.get("expires_at"))
+    except TaskError:
+        return True
+    return now > expires + timedelta(seconds=skew_margin_s)
+
+
+def may_have_started(task_date: datetime, heartbeat: dict | None, journal_state: str | None) -> bool:
+    """Could the dead owner have started the occurrence planned at `task_date`?
+
+    Its journal, when we can read it (same host), answers exactly. Otherwise the
+    lease does: the owner stopped starting runs when its lease ended, so an
+    occurrence planned after `expires_at` cannot have started. A cleanly stopped
+    owner wrote every outcome before it said so.
+    """
+    if journal_state is not None:
+        return journal_state in ("started", "outcome")
+    if heartbeat is None:
+        return True
+    if heartbeat.get("stopped"):
+        return False
+    try:
+        return task_date <= parse_date(heartbeat.get("expires_at"))
+    except TaskError:
+        return True
+
+
+def takeover(status: str, task_date: datetime, heartbeat: dict | None,
+             journal_state: str | None, now: datetime) -> str:
+    """What a live process does with a task whose owner's lease has ended."""
+    if journal_state == "outcome":
+        return WRITE_OUTCOME
+    if status in ("reschedule", "cancel", "waiting"):
+        return CLAIM  # the user's word counts; nothing was running
+    if status == "running":
+        if journal_state == "intent":
+            return CLAIM  # journaled but never started
+        return INTERRUPTED
+    if status == "scheduled":
+        if task_date > now:
+            return CLAIM
+        return INTERRUPTED if may_have_started(task_date, heartbeat, journal_state) else CLAIM
+    return LEAVE
+
+
+def run_id(task_id: str, date_iso: str, attempt: int) -> str:
+    """One occurrence of a task (and which attempt at it): the unit of at-most-once."""
+    return f"{task_id}@{date_iso}#{attempt}"

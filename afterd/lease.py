@@ -1,0 +1,114 @@
+"""The heartbeat thread: renews this process's lease and looks for peers whose lease ended.
+
+Renewal: one small write every `lease_s / 4`, whatever the number of tasks
+(tasks point at the heartbeat through their owner field). The loop is told,
+after each attempt, until when (by the monotonic clock) it may start runs.
+
+Peers: every `lease_s / 2`, or at once when the feed shows a peer's heartbeat
+saying it stopped, the heartbeats of this worker name are read. For each
+peer whose lease ended (or, on this host, whose slot nobody holds any more),
+its active tasks are read and handed to the loop, which decides per task
+(claims.takeover) with conditional updates.
+"""
+
+import logging
+import threading
+
+from afterd import clock, journal
+from afterd.claims import HEARTBEAT_PREFIX, Identity, heartbeat_doc, lease_expired
+from afterd.couch import Conflict, CouchError, NotFound
+
+log = logging.getLogger("after.lease")
+
+ACTIVE = ["waiting", "scheduled", "running", "reschedule", "cancel"]
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, couch, me: Identity, *, lease_s: float, skew_margin_s: float, state_dir,
+                 on_lease, on_peer):
+        super().__init__(name="after-heartbeat", daemon=True)
+        self.couch = couch
+        self.me = me
+        self.lease_s = lease_s
+        self.skew_margin_s = skew_margin_s
+        self.state_dir = state_dir
+        self.on_lease = on_lease      # (until_monotonic_s or None, detail) -> None
+        self.on_peer = on_peer        # (heartbeat doc or None, process id, tasks, journal runs or None) -> None
+        self._rev = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._next_scan_s = 0.0
+
+    # -- called from other threads ---------------------------------------------------
+
+    def scan_soon(self):
+        """A peer said it stopped: look at its tasks now rather than at the next scan."""
+        self._next_scan_s = 0.0
+        self._wake.set()
+
+    def stop(self):
+        self._stopping = True
+        self._wake.set()
+
+    # -- the thread ------------------------------------------------------------------
+
+    def renew(self, stopped=False) -> float | None:
+        """Write the heartbeat; the monotonic time until which our lease holds, or None."""
+        sent_s = clock.monotonic_s()
+        body = {"_id": self.me.heartbeat_id, **heartbeat_doc(self.me, clock.now(), self.lease_s, stopped)}
+        for _ in range(3):
+            if self._rev:
+                body["_rev"] = self._rev
+            try:
+                self._rev = self.couch.put(body)
+                return sent_s + self.lease_s - self.skew_margin_s
+            except Conflict:
+                # Our previous incarnation in this slot left it, or a write timed out after landing.
+                try:
+                    self._rev = self.couch.get(self.me.heartbeat_id)["_rev"]
+                except NotFound:
+                    self._rev = None
+        raise CouchError("heartbeat kept conflicting")
+
+    def run(self):
+        interval_s = self.lease_s / 4
+        while not self._stopping:
+            try:
+                until = self.renew()
+                self.on_lease(until, "")
+            except CouchError as e:
+                self.on_lease(None, str(e))
+                self._wake.wait(min(interval_s, 2.0))
+                self._wake.clear()
+                continue
+            if clock.monotonic_s() >= self._next_scan_s:
+                self._next_scan_s = clock.monotonic_s() + self.lease_s / 2
+                try:
+                    self.scan_peers()
+                except CouchError as e:
+                    log.warning("could not look for peers whose lease ended: %s", e)
+            self._wake.wait(interval_s)
+            self._wake.clear()
+
+    def scan_peers(self):
+        now = clock.now()
+        beats = self.couch.find({"type": "process", "worker": self.me.worker})
+        for beat in beats:
+            process = beat["_id"][len(HEARTBEAT_PREFIX):]
+            if process == self.me.process:
+                continue
+            runs = None
+            if beat.get("host") == self.me.host and isinstance(beat.get("slot"), int):
+                runs = journal.read_if_dead(self.state_dir, beat["slot"])
+            if runs is None and not lease_expired(beat, now, self.skew_margin_s):
+                continue  # alive, or may be
+            tasks = self.couch.find({"worker": self.me.worker, "owner.process": process,
+                                     "status": {"$in": ACTIVE}})
+            if tasks:
+                self.on_peer(beat, process, tasks, runs)
+            elif lease_expired(beat, now, self.skew_margin_s):
+                # Nothing of its is left: forget it, so it is not read again every scan.
+                try:
+                    self.couch.delete(beat["_id"], beat["_rev"])
+                except CouchError:
+                    pass  # it renewed meanwhile, or someone else deleted it

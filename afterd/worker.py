@@ -1,0 +1,785 @@
+"""The worker: one loop owns the state; threads only hand it events.
+
+Threads and what they hand in (through `_post`, which wakes the loop's select):
+  feed       batches of changed task documents (it waits until they are handled,
+             then saves its checkpoint)
+  writer     the result of each document write: written / conflict / refused
+  runner     a run started; a run's outcome
+  heartbeat  until when our lease holds; tasks of a peer whose lease ended
+Signal handlers only set flags (signal.set_wakeup_fd wakes the select).
+
+The loop turns events into decisions: claim, arm, start, record, write. Every
+write is a conditional update on the `_rev` the decision was made from, and at
+most one write per document is in flight; a 409 hands back the current
+document and the loop decides again from it. Durable order for a run: journal
+intent (fsync) -> runner; outcome -> journal (fsync) -> CouchDB -> journal
+`written`. The journal is committed once per loop turn (group commit).
+"""
+
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+from collections import deque
+from dataclasses import dataclass
+
+from afterd import claims, clock, journal
+from afterd.claims import Identity
+from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
+from afterd.feed import Feed
+from afterd.lease import ACTIVE, Heartbeat
+from afterd.logs import setup_logging
+from afterd.notify import Notifier, status_line
+from afterd.repeat import plan
+from afterd.runner import FORK_AHEAD_S, Runner, RunSpec
+from afterd.task import FINAL, TaskError, format_date, normalize_status, parse_date, parse_task
+from afterd.timers import Timers
+from afterd.writer import CONFLICT, REFUSED, WRITTEN, Write, Writer
+
+log = logging.getLogger("after.worker")
+
+EXIT_OK = 0
+EXIT_SOFTWARE = 70       # sysexits EX_SOFTWARE: the feed hit a final error
+EXIT_UNAVAILABLE = 69    # sysexits EX_UNAVAILABLE: CouchDB unreachable at start
+EXIT_NOPERM = 77         # sysexits EX_NOPERM: CouchDB refused our credentials
+
+START_BATCH_MAX = 512    # runs started per loop turn, so the loop keeps answering
+IDLE_WAKE_S = 5.0        # upper bound on a select, for STATUS and lease checks
+FORGOTTEN_MAX = 100_000  # finished tasks remembered, to tell stale feed echoes apart
+
+
+@dataclass(eq=False)
+class Entry:
+    """What the loop knows of one task it owns or is about to own."""
+    doc: dict                      # latest version we know (with _rev)
+    phase: str = "new"             # new | armed | paused | starting | running | finishing
+    run_id: str | None = None
+    writing: bool = False          # a write of this doc is in flight
+    latest: dict | None = None     # a newer version seen while writing: decide on it after
+    outcome: dict | None = None    # outcome fields waiting to be written
+    cancel: bool = False           # the user asked to cancel the current run
+    confirm_first: bool = False    # write `running` and see it succeed before starting
+    spec: object = None            # the RunSpec of the current run
+
+
+class Worker:
+    def __init__(self, name: str, settings, notifier: Notifier | None = None):
+        self.name = name
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.state_dir = settings.state_dir / name
+        self.entries: dict[str, Entry] = {}
+        self.timers = Timers()
+        self.runs: dict[str, str] = {}          # run id -> task id
+        self._events: deque = deque()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stop_requests = 0
+        self._reload_requested = False
+        self.lease_until_s: float | None = None  # monotonic; None until the first renewal
+        self._lease_lapsed = False
+        self._problems: dict[str, str] = {}     # source -> what is wrong now, for STATUS
+        self._predecessor: dict[str, journal.RunRecord] = {}
+        self._after_commit: list = []
+        self._forgotten: dict[str, dict] = {}    # recently forgotten task -> its last version
+
+    # -- events from threads -------------------------------------------------------
+
+    def _post(self, *event):
+        self._events.append(event)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    def _on_signal(self, signum, frame):
+        # Only flags here: logging and I/O are not safe in a signal handler.
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        else:
+            self._stop_requests += 1
+
+    # -- start-up ------------------------------------------------------------------
+
+    def connect(self):
+        """CouchDB answered, the database and the design document are in place."""
+        s = self.settings
+        self.couch = Couch(s.couchdb_url, s.database)
+        self.couch.info()
+        self.couch.ensure_database()
+        self.couch.ensure_design()
+
+    def start(self):
+        s = self.settings
+        slot, self.journal, self._predecessor = journal.open_slot(self.state_dir)
+        self.me = Identity(self.name, s.host or socket.gethostname(), slot, os.getpid())
+        log.info("worker %s starting as %s (CouchDB %s, database %s, jobs %s)",
+                 self.name, self.me.process, self.couch.safe_url, s.database, s.jobs_dir)
+        self.runner = Runner(s.jobs_dir, on_outcome=lambda o: self._post("outcome", o),
+                             on_start=lambda run, t: self._post("started", run, t),
+                             concurrency=s.concurrency, kill_grace_s=s.kill_grace_s,
+                             trusted_uids={0, os.geteuid()})
+        self.runner.start()
+        self.heartbeat = Heartbeat(Couch(s.couchdb_url, s.database), self.me, lease_s=s.lease_s,
+                                   skew_margin_s=s.skew_margin_s, state_dir=self.state_dir,
+                                   on_lease=lambda until, why: self._post("lease", until, why),
+                                   on_peer=lambda *a: self._post("peer", *a))
+        self.lease_until_s = self.heartbeat.renew()
+        self.writer = Writer(Couch(s.couchdb_url, s.database),
+                             on_result=lambda kind, w, info: self._post("write", kind, w, info),
+                             on_state=lambda ok, why: self._post("problem", "writer", None if ok else why))
+        self.writer.start()
+        checkpoint = f"after-feed-{self.me.process}"
+        since = self.couch.get_local(checkpoint)
+        self.feed = Feed(Couch(s.couchdb_url, s.database), self.name, checkpoint,
+                         on_batch=self._feed_batch,
+                         on_state=lambda state, why: self._post("feed", state, why),
+                         ) if since is not None else None
+        if self.feed is None:
+            # First start of this identity: everything before now comes from the load below.
+            self.couch.put_local(checkpoint, {"seq": self.couch.update_seq()})
+            self.feed = Feed(Couch(s.couchdb_url, s.database), self.name, checkpoint,
+                             on_batch=self._feed_batch,
+                             on_state=lambda state, why: self._post("feed", state, why))
+        self._load()
+        self.heartbeat.start()
+        self.feed.start()
+
+    def _load(self):
+        """Arm every active task of this worker: ours, new ones, and those of dead peers."""
+        docs = self.couch.find({"worker": self.name, "status": {"$in": ACTIVE}})
+        beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b
+                 for b in self.couch.find({"type": "process", "worker": self.name})}
+        now = clock.now()
+        mine, foreign = [], {}
+        for doc in docs:
+            owner = claims.owner_of(doc)
+            if owner is None or owner == self.me.process:
+                mine.append(doc)
+            else:
+                foreign.setdefault(owner, []).append(doc)
+        self._decide_all(mine)
+        for process, tasks in foreign.items():
+            beat = beats.get(process)
+            runs = None
+            if beat and beat.get("host") == self.me.host and isinstance(beat.get("slot"), int):
+                runs = journal.read_if_dead(self.state_dir, beat["slot"])
+            if runs is not None or claims.lease_expired(beat, now, self.settings.skew_margin_s):
+                self._take_over(beat, process, tasks, runs)
+        # Runs our predecessor in this slot left open whose task is no longer active.
+        active = {d["_id"] for d in docs}
+        for run_id, rec in self._predecessor.items():
+            if rec.state != "written" and rec.task not in active:
+                self.journal.add("written", run_id)   # the task moved on: nothing to write
+        self._predecessor = {k: v for k, v in self._predecessor.items() if v.task in active}
+        self.journal.commit()
+        self._flush_after_commit()
+        log.info("loaded %d active tasks: %d armed", len(docs), len(self.timers))
+
+    def _feed_batch(self, docs):
+        """Called in the feed thread: hand the batch to the loop and wait until it is handled."""
+        import threading
+
+        done = threading.Event()
+        self._post("docs", docs, done)
+        while not done.wait(1.0):
+            if self._stop_requests:
+                raise RuntimeError("worker stopping")  # no checkpoint for an unhandled batch
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self.notifier.ready()
+        log.info("worker %s ready: %d tasks armed", self.name, len(self.timers))
+        watchdog_s = self.notifier.watchdog_interval_s()
+        next_watchdog = 0.0
+        hang_at = _test_hang_at()
+        while True:
+            now_m = clock.monotonic_s()
+            if hang_at is not None and now_m > hang_at:
+                log.warning("AFTER_TEST_HANG_AFTER_S: hanging the main loop on purpose")
+                while True:
+                    select.select([], [], [], 3600)
+            if watchdog_s and now_m >= next_watchdog:
+                self.notifier.watchdog()
+                next_watchdog = now_m + watchdog_s
+            if self._stop_requests:
+                return self._shutdown()
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
+            self._drain_events()
+            self._start_due_runs()
+            self.journal.commit()
+            self._flush_after_commit()
+            self._update_status()
+            self._wait(watchdog_s, next_watchdog)
+
+    def _wait(self, watchdog_s, next_watchdog):
+        if self._events or self._stop_requests or self._reload_requested:
+            return
+        timeout_s = IDLE_WAKE_S
+        nxt = self.timers.next_deadline()
+        if nxt is not None:
+            timeout_s = min(timeout_s, max(0.0, nxt - FORK_AHEAD_S - clock.epoch_s()))
+        if watchdog_s:
+            timeout_s = min(timeout_s, max(0.0, next_watchdog - clock.monotonic_s()))
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout_s)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _drain_events(self):
+        for _ in range(len(self._events)):
+            kind, *args = self._events.popleft()
+            getattr(self, "_ev_" + kind)(*args)
+
+    def _flush_after_commit(self):
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()
+
+    # -- event handlers ------------------------------------------------------------
+
+    def _ev_docs(self, docs, done):
+        try:
+            self._decide_all(docs)
+            for doc in docs:
+                if str(doc.get("_id", "")).startswith(claims.HEARTBEAT_PREFIX) and doc.get("stopped"):
+                    self.heartbeat.scan_soon()  # a peer released its tasks: take them now
+        finally:
+            # The checkpoint may only cover this batch once its decisions are durable.
+            self.journal.commit()
+            self._after_commit.append(done.set)
+
+    def _ev_write(self, kind, write, info):
+        doc_id = write.doc["_id"]
+        tag = write.tag
+        entry = self.entries.get(doc_id)
+        if tag.startswith("outcome:") and kind != CONFLICT:
+            self.journal.add("written", tag.split(":", 1)[1])
+        if entry is None:
+            return
+        entry.writing = False
+        if kind == WRITTEN:
+            entry.doc = {**write.doc, "_rev": info}
+            if tag.startswith("outcome:"):
+                # The run is closed; whatever comes next starts afresh.
+                entry.outcome, entry.run_id = None, None
+            latest, entry.latest = entry.latest, None
+            self._after_write(entry, tag)
+            if latest is not None and entry.writing is False:
+                self._decide(latest)
+        elif kind == CONFLICT:
+            entry.latest = None
+            if info is None:
+                self._forget(doc_id, "deleted")
+                return
+            if tag.startswith("outcome:") and entry.outcome is not None:
+                self._write_outcome(entry, info)   # put the outcome on the current version
+                return
+            if tag == "running" and entry.confirm_first and entry.phase == "starting":
+                # Not confirmed: it never started. Close the intent and decide afresh.
+                self.runs.pop(entry.run_id, None)
+                self.journal.add("written", entry.run_id)
+                entry.phase, entry.run_id, entry.confirm_first = "new", None, False
+            self._decide(info)
+        else:  # REFUSED: CouchDB's validation said no to a worker write: a bug, say so loudly
+            log.error("CouchDB refused our update of task %s (%s): %s", doc_id, tag, info)
+            self._forget(doc_id, "refused")
+
+    def _after_write(self, entry, tag):
+        doc = entry.doc
+        status = doc.get("status")
+        if tag == "running" and entry.confirm_first and entry.phase == "starting":
+            entry.confirm_first = False
+            self._submit(entry)
+            return
+        if entry.outcome is not None and entry.phase == "finishing":
+            self._write_outcome(entry, doc)
+            return
+        if status in FINAL:
+            self._forget(doc["_id"], status)
+        elif status == "scheduled" and entry.phase in ("new", "finishing"):
+            self._arm(entry)
+
+    def _ev_started(self, run_id, started_at_s):
+        task_id = self.runs.get(run_id)
+        entry = self.entries.get(task_id) if task_id else None
+        self.journal.add("start", run_id, at=started_at_s)
+        if entry is not None and entry.run_id == run_id:
+            entry.phase = "running"
+
+    def _ev_outcome(self, outcome):
+        task_id = self.runs.pop(outcome.run_id, None)
+        entry = self.entries.get(task_id) if task_id else None
+        if entry is None or entry.run_id != outcome.run_id:
+            log.warning("outcome of run %s for a task we no longer hold: %s", outcome.run_id,
+                        "ok" if outcome.ok else (outcome.error or {}).get("message"))
+            self.journal.add("written", outcome.run_id)
+            return
+        if not outcome.ok and (outcome.error or {}).get("type") == "NotStarted":
+            # Shut down before its date: it never ran. Put it back to scheduled for whoever
+            # comes next; the journal keeps only its intent, which says "never started".
+            entry.phase, entry.run_id = "armed", None
+            if not entry.writing:
+                back = {k: v for k, v in entry.doc.items() if k != "running"}
+                self._write(entry, {**back, "status": "scheduled"}, "unstart")
+            return
+        logger = log.info if outcome.ok else log.warning
+        logger("job %s %s", entry.doc.get("job", {}).get("name"),
+               "done" if outcome.ok else f"failed: {(outcome.error or {}).get('message')}",
+               extra={"task_id": task_id})
+        entry.phase = "finishing"
+        entry.outcome = self._outcome_fields(entry, outcome)
+        self.journal.add("outcome", outcome.run_id, task=task_id, update=entry.outcome)
+        if not entry.writing:
+            self._after_commit.append(lambda: self._write_outcome(entry, entry.doc))
+
+    def _ev_lease(self, until_s, why):
+        if until_s is None:
+            self._problems["lease"] = f"CouchDB unreachable for the heartbeat: {why}"
+            return
+        self._problems.pop("lease", None)
+        self.lease_until_s = until_s
+        if self._lease_lapsed:
+            # We may have lost tasks to peers meanwhile: confirm each before running it.
+            self._lease_lapsed = False
+            log.info("lease renewed after it had lapsed: resuming, confirming ownership run by run")
+            for entry in self.entries.values():
+                if entry.phase == "paused":
+                    entry.confirm_first = True
+                    self._arm(entry)
+
+    def _ev_peer(self, beat, process, tasks, runs):
+        self._take_over(beat, process, tasks, runs)
+
+    def _ev_feed(self, state, why):
+        if state == "fatal":
+            log.error("the change feed stopped for good: %s", why)
+            self._problems["feed"] = f"change feed failed: {why}"
+            self._stop_requests += 1
+            self._fatal = True
+        elif state == "retrying":
+            self._problems["feed"] = f"CouchDB unreachable, {why}"
+        else:
+            self._problems.pop("feed", None)
+
+    def _ev_problem(self, source, why):
+        if why:
+            self._problems[source] = why
+        else:
+            self._problems.pop(source, None)
+
+    # -- decisions -----------------------------------------------------------------
+
+    def _decide_all(self, docs):
+        for doc in docs:
+            self._decide(doc)
+
+    def _decide(self, doc):
+        """Given the current version of a document, do what its state asks of us."""
+        doc_id = doc.get("_id", "")
+        if doc_id.startswith(("_design/", claims.HEARTBEAT_PREFIX)):
+            return
+        entry = self.entries.get(doc_id)
+        known = entry.doc if entry is not None else self._forgotten.get(doc_id)
+        if known is not None and _rev_gen(doc) <= _rev_gen(known) and not doc.get("_deleted"):
+            return   # an echo of our own write, or older: we already acted on newer
+        if entry is not None and entry.writing:
+            entry.latest = doc   # decide once our write is answered
+            return
+        if doc.get("_deleted"):
+            self._forget(doc_id, "deleted", cancel_run=True)
+            return
+        if doc.get("worker") != self.name:
+            self._forget(doc_id, "moved to another worker", cancel_run=True)
+            return
+        try:
+            status = normalize_status(doc.get("status"))
+        except TaskError as e:
+            self._refuse(doc, e)
+            return
+        if status in FINAL:
+            if entry is None or entry.phase not in ("starting", "running", "finishing"):
+                self._forget(doc_id, status)
+            return
+        owner = claims.owner_of(doc)
+        mine = owner == self.me.process
+        if owner is not None and not mine:
+            if entry is not None:
+                self._forget(doc_id, f"taken over by {owner}", cancel_run=True)
+            return  # another process's; the heartbeat scan decides if it is gone
+        if entry is None:
+            entry = self.entries[doc_id] = Entry(doc=doc)
+        else:
+            entry.doc = doc
+        if entry.phase in ("starting", "running", "finishing"):
+            if status == "cancel" and entry.phase != "finishing":
+                entry.cancel = True
+                self.runner.cancel(entry.run_id)
+            return
+        if status == "cancel":
+            self._write(entry, {**doc, "status": "canceled", "owner": self.me.owner_field(),
+                                "finished_at": format_date(clock.now())}, "canceled")
+        elif status in ("waiting", "reschedule") or not mine:
+            self._claim(entry, reset_anchor=True)
+        elif status == "scheduled":
+            self._arm(entry)
+        elif status == "running":
+            self._recover_running(entry)
+
+    def _claim(self, entry, reset_anchor):
+        doc = entry.doc
+        try:
+            task = parse_task(doc)
+        except TaskError as e:
+            self._refuse(doc, e)
+            return
+        claimed = {**doc, "status": "scheduled", "owner": self.me.owner_field()}
+        if reset_anchor or "anchor" not in doc:
+            claimed["anchor"] = format_date(task.date)
+            claimed["occurrence"] = 0
+        claimed.pop("running", None)
+        entry.phase = "new"
+        self._write(entry, claimed, "claim")
+
+    def _refuse(self, doc, error):
+        """A document no worker can use (it got past validation): end it as error, saying why."""
+        log.warning("task %s is unusable: %s", doc.get("_id"), error, extra={"task_id": doc.get("_id")})
+        entry = self.entries.get(doc["_id"]) or self.entries.setdefault(doc["_id"], Entry(doc=doc))
+        entry.doc = doc
+        self._write(entry, {**doc, "status": "error", "owner": self.me.owner_field(),
+                            "error": {"type": "InvalidTask", "message": str(error), "traceback": None},
+                            "finished_at": format_date(clock.now())}, "refused")
+
+    def _arm(self, entry):
+        try:
+            task = parse_task(entry.doc)
+        except TaskError as e:
+            self._refuse(entry.doc, e)
+            return
+        run = claims.run_id(task.id, format_date(task.date), entry.doc.get("attempts", 0))
+        prior = self._predecessor.pop(run, None)
+        if prior is not None and prior.state in ("started", "outcome"):
+            self._settle_predecessor(entry, run, prior)
+            return
+        entry.phase = "armed"
+        self.timers.arm(task.id, task.date.timestamp())
+
+    def _recover_running(self, entry):
+        """Ours and `running`, but not in this process: our predecessor in this slot ran it."""
+        run = (entry.doc.get("running") or {}).get("run")
+        prior = self._predecessor.pop(run, None) if run else None
+        if prior is not None and prior.state == "intent":
+            self._claim(entry, reset_anchor=False)   # journaled, never started: run it
+            return
+        self._settle_predecessor(entry, run, prior)
+
+    def _settle_predecessor(self, entry, run, prior):
+        if prior is not None and prior.outcome is not None:
+            entry.outcome = prior.outcome
+            entry.phase = "finishing"
+            self.journal.add("outcome", run, task=entry.doc["_id"], update=prior.outcome)
+            self._after_commit.append(lambda: self._write_outcome(entry, entry.doc))
+        else:
+            self._interrupted(entry, run, "the worker process running it died")
+
+    def _interrupted(self, entry, run, how):
+        """A run whose fate is unknown: never run again unless the task allows retries."""
+        doc = entry.doc
+        attempts = int(doc.get("attempts", 0) or 0)
+        retry = doc.get("retry", 0) if isinstance(doc.get("retry"), int) else 0
+        now = clock.now()
+        if attempts < retry:
+            log.warning("task %s: run %s interrupted (%s); retrying (%d of %d)", doc["_id"], run, how,
+                        attempts + 1, retry, extra={"task_id": doc["_id"]})
+            update = {**doc, "status": "scheduled", "attempts": attempts + 1,
+                      "owner": self.me.owner_field()}
+            update.pop("running", None)
+            entry.phase = "new"
+            self._write(entry, update, "claim")
+            return
+        log.warning("task %s: run %s interrupted (%s); not run again", doc["_id"], run, how,
+                    extra={"task_id": doc["_id"]})
+        error = {"type": "Interrupted", "run": run, "traceback": None,
+                 "message": f"interrupted: {how}; its outcome is unknown, so it is not run again "
+                            f"(set \"retry\" to allow that)"}
+        fake = _Outcome(run_id=run or "", ok=False, result=None, error=error,
+                        started_at_s=None, finished_at_s=now.timestamp(), queued_ms=0.0)
+        entry.phase = "finishing"
+        entry.outcome = self._outcome_fields(entry, fake)
+        self.journal.add("outcome", run or f"{doc['_id']}@unknown", task=doc["_id"], update=entry.outcome)
+        self._after_commit.append(lambda: self._write_outcome(entry, entry.doc))
+
+    def _take_over(self, beat, process, tasks, runs):
+        """Tasks of a peer whose lease ended (or, on this host, that provably died)."""
+        now = clock.now()
+        for doc in tasks:
+            if claims.owner_of(doc) != process or doc.get("worker") != self.name:
+                continue
+            try:
+                status = normalize_status(doc.get("status"))
+                date = parse_date(doc.get("date"))
+            except TaskError as e:
+                self._refuse(doc, e)
+                continue
+            run = (doc.get("running") or {}).get("run") or claims.run_id(
+                doc["_id"], format_date(date), doc.get("attempts", 0))
+            rec = (runs or {}).get(run)
+            state = rec.state if rec is not None else None
+            if runs is not None and rec is None:
+                # Its journal is readable and never mentions this run: it never started,
+                # unless the document says running (then the journal was lost).
+                state = "started" if status == "running" else "intent"
+            decision = claims.takeover(status, date, beat, state, now)
+            entry = self.entries.get(doc["_id"]) or self.entries.setdefault(doc["_id"], Entry(doc=doc))
+            if entry.writing:
+                continue
+            entry.doc = doc
+            log.info("task %s: owner %s is gone; %s", doc["_id"], process, decision,
+                     extra={"task_id": doc["_id"]})
+            if decision == claims.CLAIM:
+                entry.confirm_first = True
+                self._claim(entry, reset_anchor=status == "reschedule")
+            elif decision == claims.WRITE_OUTCOME:
+                entry.outcome = rec.outcome
+                entry.phase = "finishing"
+                self._write_outcome(entry, doc)
+            elif decision == claims.INTERRUPTED:
+                self._interrupted(entry, run, f"its owner {process} vanished")
+
+    # -- runs ----------------------------------------------------------------------
+
+    def _lease_ok(self, at_s: float) -> bool:
+        return self.lease_until_s is not None and clock.monotonic_s() + (at_s - clock.epoch_s()) < self.lease_until_s
+
+    def _start_due_runs(self):
+        now_s = clock.epoch_s()
+        for task_id in self.timers.pop_due(now_s + FORK_AHEAD_S, limit=START_BATCH_MAX):
+            entry = self.entries.get(task_id)
+            if entry is None or entry.phase != "armed":
+                continue
+            if entry.writing:
+                entry.latest = entry.latest or entry.doc  # start once the write is answered
+                continue
+            task = parse_task(entry.doc)
+            at_s = max(task.date.timestamp(), now_s)
+            if not self._lease_ok(at_s):
+                # We cannot know we still own it: do not start; resume when the lease is back.
+                entry.phase = "paused"
+                self._lease_lapsed = True
+                self._problems["lease"] = ("lease expired (CouchDB unreachable): not starting runs "
+                                           "until ownership is confirmed")
+                continue
+            self._begin(entry, task, at_s)
+
+    def _begin(self, entry, task, at_s):
+        attempts = entry.doc.get("attempts", 0)
+        run = claims.run_id(task.id, format_date(task.date), attempts)
+        entry.run_id, entry.phase, entry.cancel = run, "starting", False
+        self.runs[run] = task.id
+        entry.spec = RunSpec(run_id=run, task_id=task.id, job=task.job_name, at_epoch_s=at_s,
+                             timeout_s=task.timeout_s or self.settings.default_timeout_s,
+                             task={"id": task.id, "worker": task.worker, "date": format_date(task.date),
+                                   "arguments": task.arguments, "doc": entry.doc})
+        self.journal.add("intent", run, task=task.id, date=format_date(task.date))
+        running = {**entry.doc, "status": "running",
+                   "running": {"run": run, "process": self.me.process,
+                               "since": format_date(_utc(max(at_s, clock.epoch_s())))}}
+        if entry.confirm_first:
+            # After a lapse or a takeover: start only once CouchDB confirms we still own it.
+            self._after_commit.append(lambda: self._write(entry, running, "running"))
+        else:
+            self._after_commit.append(lambda: (self._submit(entry), self._write(entry, running, "running")))
+
+    def _submit(self, entry):
+        self.runner.submit(entry.spec)
+
+    def _outcome_fields(self, entry, outcome) -> dict:
+        """The document after this run: outcome, counters, and for a repeat the next date."""
+        doc = entry.doc
+        now = clock.now()
+        started = format_date(_utc(outcome.started_at_s)) if outcome.started_at_s else None
+        finished = format_date(_utc(outcome.finished_at_s))
+        status = "done" if outcome.ok else "error"
+        if entry.cancel or (outcome.error or {}).get("type") == "Canceled":
+            status = "canceled"
+        run_record = {"date": doc.get("date"), "status": status, "started_at": started,
+                      "finished_at": finished, "queued_ms": round(outcome.queued_ms, 3)}
+        if outcome.ok:
+            run_record["result"] = outcome.result
+        else:
+            run_record["error"] = outcome.error
+        update = {"runs": int(doc.get("runs", 0) or 0) + 1, "started_at": started,
+                  "finished_at": finished, "queued_ms": round(outcome.queued_ms, 3),
+                  "attempts": 0}
+        next_k = next_date = None
+        if status != "canceled" and doc.get("repeat") is not None:
+            try:
+                task = parse_task(doc)
+                anchor = parse_date(doc.get("anchor") or doc["date"])
+                next_k, next_date = plan(anchor, task.repeat, int(doc.get("occurrence", 0) or 0), now)
+            except (TaskError, ValueError, OverflowError) as e:
+                log.warning("task %s: cannot plan its next run: %s", doc["_id"], e)
+        if next_date is not None:
+            update.update({"status": "scheduled", "date": format_date(next_date), "occurrence": next_k,
+                           "last_run": run_record})
+        else:
+            update["status"] = status
+            if doc.get("repeat") is not None:
+                update["last_run"] = run_record
+            if outcome.ok:
+                update["result"] = outcome.result
+            else:
+                update["error"] = outcome.error
+        update["_remove"] = ["running"] + (["error"] if outcome.ok else ["result"])
+        return update
+
+    def _write_outcome(self, entry, base):
+        """Put the pending outcome onto `base` (the current version) and write it."""
+        update = dict(entry.outcome)
+        remove = update.pop("_remove", [])
+        doc = {k: v for k, v in base.items() if k not in remove}
+        doc.update(update)
+        if claims.owner_of(base) not in (None, self.me.process):
+            log.warning("task %s was taken over by %s while its run finished; outcome not written: %s",
+                        base["_id"], claims.owner_of(base), update.get("error") or update.get("result"))
+            self._forget(base["_id"], "taken over")
+            return
+        if base.get("status") == "cancel":
+            doc["status"] = "canceled"
+        entry.phase = "finishing"
+        run = entry.run_id or (base.get("running") or {}).get("run") or ""
+        self._write(entry, doc, f"outcome:{run}")
+
+    def _write(self, entry, doc, tag):
+        entry.writing = True
+        self.writer.submit(Write(doc=doc, tag=tag))
+
+    def _forget(self, doc_id, why, cancel_run=False):
+        entry = self.entries.pop(doc_id, None)
+        if entry is not None:
+            # Remember its last version a while, so a late echo of an older one is ignored.
+            self._forgotten[doc_id] = entry.doc
+            if len(self._forgotten) > FORGOTTEN_MAX:
+                self._forgotten.pop(next(iter(self._forgotten)))
+        self.timers.disarm(doc_id)
+        if entry is not None and cancel_run and entry.run_id and entry.phase in ("starting", "running"):
+            log.info("task %s %s: stopping its run", doc_id, why)
+            self.runner.cancel(entry.run_id)
+
+    # -- reload, status, shutdown ----------------------------------------------------
+
+    def _reload(self):
+        self.notifier.reloading()
+        self.runner.reload()
+        log.info("jobs reloaded (SIGHUP): %d reloads so far", self.runner.reloads)
+        self.notifier.ready()
+
+    def _update_status(self):
+        nxt = self.timers.next_deadline()
+        problem = "; ".join(dict.fromkeys(self._problems.values())) or None
+        self.notifier.status(status_line(len(self.timers), self.runner.running(),
+                                         _utc(nxt) if nxt is not None else None, problem))
+
+    def _shutdown(self) -> int:
+        self.notifier.stopping()
+        log.info("stopping: no new runs; running jobs get %gs to finish", self.settings.stop_grace_s)
+        self.timers = Timers()
+        self.feed.stop()
+        signal.signal(signal.SIGTERM, self._on_second_signal)
+        signal.signal(signal.SIGINT, self._on_second_signal)
+        grace_s = 0.0 if self._stop_requests > 1 else self.settings.stop_grace_s
+        self.runner.stop(grace_s)
+        # The runner reported every run (outcome or NotStarted) before stop() returned.
+        self._drain_until_quiet()
+        self.heartbeat.stop()
+        flushed = self.writer.flush(timeout_s=max(5.0, self.settings.stop_grace_s))
+        self._drain_until_quiet()
+        if flushed:
+            try:
+                # Tell peers at once that our tasks are free (one write, not one per task).
+                self.heartbeat.renew(stopped=True)
+            except CouchError as e:
+                log.warning("could not release our tasks: %s (peers take them when our lease ends)", e)
+        else:
+            log.warning("CouchDB did not take every outcome before shutdown; the journal keeps them")
+        self.writer.stop()
+        self.journal.close()
+        log.info("worker %s stopped", self.name)
+        return EXIT_SOFTWARE if getattr(self, "_fatal", False) else EXIT_OK
+
+    def _drain_until_quiet(self):
+        while self._events:
+            self._drain_events()
+            self.journal.commit()
+            self._flush_after_commit()
+
+    def _on_second_signal(self, signum, frame):
+        self._stop_requests += 1
+        os.kill(os.getpid(), signal.SIGKILL) if self._stop_requests > 2 else None
+
+
+@dataclass
+class _Outcome:
+    run_id: str
+    ok: bool
+    result: object
+    error: dict | None
+    started_at_s: float | None
+    finished_at_s: float
+    queued_ms: float
+
+
+def _rev_gen(doc) -> int:
+    """The generation of a revision ("7-abc" -> 7): it only grows along a document's history."""
+    try:
+        return int(str(doc.get("_rev", "0")).split("-", 1)[0])
+    except ValueError:
+        return 0
+
+
+def _utc(epoch_s):
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch_s, timezone.utc)
+
+
+def _test_hang_at():
+    """AFTER_TEST_HANG_AFTER_S: make the main loop hang, so tests can see systemd's watchdog act."""
+    value = os.environ.get("AFTER_TEST_HANG_AFTER_S")
+    return clock.monotonic_s() + float(value) if value else None
+
+
+def run_worker(name: str, settings) -> int:
+    """`after start NAME` in the foreground: the exit code."""
+    setup_logging(settings.log_level)
+    worker = Worker(name, settings)
+    try:
+        worker.connect()
+    except Unauthorized as e:
+        log.error("%s", e)
+        return EXIT_NOPERM
+    except CouchError as e:
+        log.error("%s", e)
+        return EXIT_UNAVAILABLE
+    try:
+        worker.start()
+    except BlockingIOError:
+        log.error("state directory %s is locked by another process", worker.state_dir)
+        return EXIT_SOFTWARE
+    except (Unavailable, CouchError) as e:
+        log.error("%s", e)
+        return EXIT_UNAVAILABLE
+    return worker.run()

@@ -1,0 +1,134 @@
+"""The thread that writes task updates to CouchDB in batches and never gives up on one.
+
+The worker loop hands it whole documents (each carrying the `_rev` it was
+derived from) and gets back, per document, `written` (the new rev),
+`conflict` (someone else changed it: here is the current version, or None if
+it is gone) or `refused` (validate_doc_update said no: the reason). While
+CouchDB is unreachable the pending documents stay queued, in memory (and
+their outcomes in the journal), and the thread retries with capped, jittered
+backoff: nothing is dropped.
+
+Batching: everything queued when a request goes out travels in one
+`_bulk_docs` (up to BATCH_MAX documents), so under load one HTTP round trip
+carries hundreds of outcomes.
+"""
+
+import logging
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from afterd import clock
+from afterd.couch import CouchError, NotFound, Unavailable, Unauthorized
+
+log = logging.getLogger("after.writer")
+
+BATCH_MAX = 1000
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 8.0
+
+WRITTEN, CONFLICT, REFUSED = "written", "conflict", "refused"
+
+
+@dataclass
+class Write:
+    doc: dict        # the full document to store, with the _rev it replaces
+    tag: object      # the loop's note on why it wrote this; handed back untouched
+
+
+class Writer(threading.Thread):
+    def __init__(self, couch, on_result, on_state):
+        super().__init__(name="after-writer", daemon=True)
+        self.couch = couch
+        self.on_result = on_result      # (kind, write, info) -> None
+        self.on_state = on_state        # (ok: bool, detail: str) -> None
+        self._queue: deque[Write] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._inflight = 0
+
+    def submit(self, write: Write):
+        with self._cond:
+            self._queue.append(write)
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) + self._inflight
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything submitted so far is written (or refused); False on timeout."""
+        deadline = clock.monotonic_s() + timeout_s
+        with self._cond:
+            while self._queue or self._inflight:
+                left = deadline - clock.monotonic_s()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def stop(self):
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def run(self):
+        backoff_s = 0.0
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
+                self._inflight = len(batch)
+            try:
+                results = self.couch.bulk([w.doc for w in batch])
+            except (Unavailable, Unauthorized, CouchError) as e:
+                # Keep the batch, in order, ahead of anything queued since.
+                with self._cond:
+                    self._queue.extendleft(reversed(batch))
+                    self._inflight = 0
+                    self._cond.notify_all()
+                backoff_s = min(BACKOFF_CAP_S, max(BACKOFF_FIRST_S, backoff_s * 2))
+                wait_s = random.uniform(backoff_s / 2, backoff_s)
+                self.on_state(False, f"CouchDB unreachable, retrying writes in {wait_s:.0f}s: {e}")
+                with self._cond:
+                    if self._stopping:
+                        return
+                    self._cond.wait(wait_s)
+                continue
+            if backoff_s:
+                backoff_s = 0.0
+                self.on_state(True, "")
+            self._deliver(batch, results)
+            with self._cond:
+                self._inflight = 0
+                self._cond.notify_all()
+
+    def _deliver(self, batch, results):
+        # _bulk_docs answers one entry per document, in the order they were sent.
+        results = list(results) + [{}] * (len(batch) - len(results))
+        for write, res in zip(batch, results):
+            if "rev" in res and "error" not in res:
+                self.on_result(WRITTEN, write, res["rev"])
+            elif res.get("error") == "conflict":
+                self.on_result(CONFLICT, write, self._current(write.doc["_id"]))
+            else:
+                reason = res.get("reason") or res.get("error") or "no answer for this document"
+                self.on_result(REFUSED, write, str(reason))
+
+    def _current(self, doc_id):
+        """The document as it is now, for the loop to decide again; None when deleted."""
+        while True:
+            try:
+                return self.couch.get(doc_id)
+            except NotFound:
+                return None
+            except CouchError as e:
+                self.on_state(False, f"CouchDB unreachable, retrying in 1s: {e}")
+                with self._cond:
+                    if self._stopping:
+                        return None
+                    self._cond.wait(1.0)
