@@ -403,8 +403,7 @@ def cmd_cancel(args, settings: Settings) -> int:
         return {**doc, "status": "cancel"}, f"task {args.id} ({status}) marked cancel: its worker will stop it"
 
     _doc, message = update_task(open_couch(settings), args.id, cancel)
-    print(message)
-    return outcome["code"]
+    return report(message, outcome["code"])
 
 
 def cmd_reschedule(args, settings: Settings) -> int:
@@ -428,8 +427,16 @@ def cmd_reschedule(args, settings: Settings) -> int:
         return {**doc, "date": new_date, "status": new_status}, f"task {args.id} moved to {new_date} ({new_status})"
 
     _doc, message = update_task(open_couch(settings), args.id, reschedule)
-    print(message)
-    return outcome["code"]
+    return report(message, outcome["code"])
+
+
+def report(message: str, code: int) -> int:
+    """Success goes to stdout; a refusal is an error line on stderr."""
+    if code == EXIT_OK:
+        print(message)
+    else:
+        print(f"{PROG}: {message}", file=sys.stderr)
+    return code
 
 
 def cmd_jobs(args, settings: Settings) -> int:

@@ -1,0 +1,339 @@
+"""The `after` command, run as a user runs it: a subprocess, real CouchDB-API server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from afterd import __version__
+from afterd.task import parse_date
+from couchdb_server import PouchServer
+
+AFTER = Path(sys.executable).parent / "after"
+COMMANDS = ["start", "stop", "log", "list", "clean", "init", "add", "tasks", "show", "cancel",
+            "reschedule", "jobs"]
+
+
+@pytest.fixture
+def env(tmp_path):
+    """An environment that ignores this machine's /etc/after/after.conf and /run/after."""
+    conf = tmp_path / "after.conf"
+    conf.write_text("")
+    return {**os.environ, "AFTER_CONFIG": str(conf), "AFTER_RUN_DIR": str(tmp_path / "run"),
+            "AFTER_COUCHDB_URL": "http://127.0.0.1:9", "AFTER_DATABASE": "tasks"}
+
+
+def after(*args, env, timeout_s=60):
+    command = [str(AFTER)] if AFTER.exists() else [sys.executable, "-m", "afterd"]
+    return subprocess.run(command + list(args), env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def assert_one_line_error(result, code):
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("after: ")
+
+
+@pytest.fixture
+def db_env(env, couch):
+    """`after` pointed at the per-test database (created empty by the `couch` fixture)."""
+    return {**env, "AFTER_COUCHDB_URL": couch_url_of(couch), "AFTER_DATABASE": couch.database}
+
+
+def couch_url_of(couch):
+    return couch.base_url
+
+
+def add(db_env, *args):
+    result = after("add", *args, env=db_env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+# ---- help, version, usage ------------------------------------------------------------------
+
+def test_version(env):
+    result = after("-V", env=env)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"after {__version__}"
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_on_every_command(env, command):
+    result = after(*([command] if command else []), "-h", env=env)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: after {command or ''}".rstrip())
+
+
+def test_unknown_command_is_a_usage_error(env):
+    result = after("frobnicate", env=env)
+    assert result.returncode == 2
+    assert "invalid choice: 'frobnicate'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_python_dash_m_works(env):
+    result = subprocess.run([sys.executable, "-m", "afterd", "-V"], env=env, capture_output=True, text=True)
+    assert result.stdout.strip() == f"after {__version__}"
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+def test_couchdb_unreachable_exits_69_in_one_line(env):
+    result = after("tasks", env={**env, "AFTER_COUCHDB_URL": "http://admin:s3cret-pw@127.0.0.1:9"})
+    assert_one_line_error(result, 69)
+    assert "unreachable" in result.stderr
+    assert "s3cret-pw" not in result.stderr
+
+
+def test_wrong_password_is_one_line_without_the_password(tmp_path, env):
+    server = PouchServer(tmp_path / "secured", admins={"admin": "right-pw"})
+    server.start()
+    try:
+        url = server.url.replace("http://", "http://admin:wrong-pw@")
+        result = after("tasks", env={**env, "AFTER_COUCHDB_URL": url})
+        assert_one_line_error(result, 77)
+        assert "refused the credentials" in result.stderr
+        assert "wrong-pw" not in result.stderr and "right-pw" not in result.stderr
+    finally:
+        server.remove()
+
+
+def test_bad_setting_exits_78(env):
+    result = after("tasks", env={**env, "AFTER_CONCURRENCY": "lots"})
+    assert_one_line_error(result, 78)
+    assert "AFTER_CONCURRENCY" in result.stderr
+
+
+def test_missing_config_file_named_by_after_config_exits_78(env, tmp_path):
+    result = after("list", env={**env, "AFTER_CONFIG": str(tmp_path / "absent.conf")})
+    assert_one_line_error(result, 78)
+
+
+# ---- init ----------------------------------------------------------------------------------
+
+def test_init_creates_database_design_and_security(env, couch_url, db_name):
+    db_env = {**env, "AFTER_COUCHDB_URL": couch_url, "AFTER_DATABASE": db_name}
+    result = after("init", env=db_env)
+    assert result.returncode == 0, result.stderr
+    assert f"created database {db_name}" in result.stdout
+    assert "installed the design document _design/after" in result.stdout
+    assert requests.get(f"{couch_url}/{db_name}/_design/after", timeout=10).status_code == 200
+    security = requests.get(f"{couch_url}/{db_name}/_security", timeout=10).json()
+    assert security["members"]["roles"] == ["after"]
+
+    again = after("init", env=db_env)
+    assert again.returncode == 0
+    assert "already exists" in again.stdout and "up to date" in again.stdout
+
+
+# ---- add -----------------------------------------------------------------------------------
+
+def test_add_the_seed_real_example(db_env, couch):
+    task_id = add(db_env, "--worker", "manobi", "--job", "start_replication", "--at", "2012-02-27",
+                  "--every", "1M7d")
+    doc = couch.get(task_id)
+    stored = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
+    seed = {"worker": "manobi", "date": "2012-02-27", "status": "waiting",
+            "job": {"name": "start_replication", "arguments": []}, "repeat": {"months": 1, "days": 7}}
+    # The date is written in full ISO form; it names the same instant as the seed's.
+    assert stored["date"] == "2012-02-27T00:00:00Z"
+    assert parse_date(stored["date"]) == parse_date(seed["date"])
+    assert {**stored, "date": seed["date"]} == seed
+
+
+def test_add_arguments_dates_and_options(db_env, couch):
+    task_id = add(db_env, "--worker", "w", "--job", "generate_billing", "--arg", "1234", "--arg", '"1234"',
+                  "--arg", "plain text", "--arg", '{"a": [1]}', "--at", "2026-07-01 03:00",
+                  "--tz", "Europe/Lisbon", "--every", "1d", "--timeout", "5m", "--id", "billing-1234")
+    assert task_id == "billing-1234"
+    doc = couch.get(task_id)
+    assert doc["job"]["arguments"] == [1234, "1234", "plain text", {"a": [1]}]
+    assert doc["date"] == "2026-07-01T02:00:00Z"            # 03:00 in Lisbon summer time
+    assert doc["repeat"] == {"days": 1, "tz": "Europe/Lisbon"}
+    assert doc["timeout"] == 300
+
+
+def test_add_in_a_while(db_env, couch):
+    from afterd import clock
+
+    before = clock.now()
+    doc = couch.get(add(db_env, "--worker", "w", "--job", "j", "--in", "1h30m"))
+    delay_s = (parse_date(doc["date"]) - before).total_seconds()
+    assert 5400 - 60 < delay_s < 5400 + 60
+
+
+def test_add_with_an_existing_id_fails(db_env):
+    add(db_env, "--worker", "w", "--job", "j", "--id", "same")
+    result = after("add", "--worker", "w", "--job", "j", "--id", "same", env=db_env)
+    assert_one_line_error(result, 1)
+    assert "already exists" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--job", "bad-name"], "job.name"),
+    (["--job", "j", "--every", "0d"], "move time forward"),
+    (["--job", "j", "--every", "1x"], "is not a duration"),
+    (["--job", "j", "--at", "2026-13-01"], "--at"),
+    (["--job", "j", "--at", "2026-12-01", "--tz", "Mars/Olympus"], "not an IANA time zone"),
+    (["--job", "j", "--arguments", "5"], "--arguments must be a JSON list or object"),
+])
+def test_add_bad_input_stores_nothing(db_env, couch, args, message):
+    result = after("add", "--worker", "w", *args, env=db_env)
+    assert_one_line_error(result, 2)
+    assert message in result.stderr
+    assert couch.find({"worker": "w"}) == []
+
+
+# ---- tasks, show ---------------------------------------------------------------------------
+
+def test_tasks_table_filters_and_json(db_env, couch):
+    a = add(db_env, "--worker", "w1", "--job", "shell", "--at", "2026-01-01")
+    b = add(db_env, "--worker", "w2", "--job", "http_request", "--at", "2026-02-01", "--every", "1M7d")
+    doc = couch.get(b)
+    couch.put({**doc, "status": "err"})   # an old document's spelling of "error"
+
+    table = after("tasks", env=db_env)
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "WORKER", "STATUS", "DATE", "JOB", "REPEAT"]
+    assert lines[1].split() == [a, "w1", "waiting", "2026-01-01T00:00:00Z", "shell", "-"]
+    assert lines[2].split() == [b, "w2", "err", "2026-02-01T00:00:00Z", "http_request", "1M7d"]
+
+    only_w1 = after("tasks", "--worker", "w1", "--json", env=db_env)
+    assert [d["_id"] for d in json.loads(only_w1.stdout)] == [a]
+    errors = after("tasks", "--status", "error", "--json", env=db_env)
+    assert [d["_id"] for d in json.loads(errors.stdout)] == [b]
+
+
+def test_tasks_on_empty_database(db_env):
+    result = after("tasks", env=db_env)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "no tasks"
+
+
+def test_show_prints_the_document(db_env, couch):
+    task_id = add(db_env, "--worker", "w", "--job", "j", "--arg", "x")
+    result = after("show", task_id, env=db_env)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == couch.get(task_id)
+
+
+def test_show_unknown_id(db_env):
+    result = after("show", "nope", env=db_env)
+    assert_one_line_error(result, 1)
+    assert "no task with id 'nope'" in result.stderr
+
+
+# ---- cancel, reschedule ------------------------------------------------------------------------
+
+def set_status(couch, task_id, status):
+    couch.put({**couch.get(task_id), "status": status})
+
+
+def test_cancel_a_scheduled_task(db_env, couch):
+    task_id = add(db_env, "--worker", "w", "--job", "j")
+    set_status(couch, task_id, "scheduled")
+    result = after("cancel", task_id, env=db_env)
+    assert result.returncode == 0
+    assert couch.get(task_id)["status"] == "cancel"
+    again = after("cancel", task_id, env=db_env)
+    assert again.returncode == 0
+    assert "already waiting for its worker to cancel it" in again.stdout
+
+
+@pytest.mark.parametrize("status, code", [("done", 1), ("error", 1), ("err", 1), ("canceled", 0)])
+def test_cancel_a_final_task_changes_nothing(db_env, couch, status, code):
+    task_id = add(db_env, "--worker", "w", "--job", "j")
+    set_status(couch, task_id, status)
+    rev = couch.get(task_id)["_rev"]
+    result = after("cancel", task_id, env=db_env)
+    assert result.returncode == code
+    assert "already" in (result.stdout if code == 0 else result.stderr)
+    assert couch.get(task_id)["_rev"] == rev
+
+
+def test_reschedule(db_env, couch):
+    taken = add(db_env, "--worker", "w", "--job", "j", "--at", "2026-01-01")
+    set_status(couch, taken, "scheduled")
+    waiting = add(db_env, "--worker", "w", "--job", "j", "--at", "2026-01-01")
+
+    assert after("reschedule", taken, "2027-03-04 05:06", env=db_env).returncode == 0
+    assert after("reschedule", waiting, "2027-03-04T05:06:00+01:00", env=db_env).returncode == 0
+    doc = couch.get(taken)
+    assert (doc["date"], doc["status"]) == ("2027-03-04T05:06:00Z", "reschedule")
+    doc = couch.get(waiting)
+    assert (doc["date"], doc["status"]) == ("2027-03-04T04:06:00Z", "waiting")
+
+
+def test_reschedule_refuses_final_tasks_and_bad_dates(db_env, couch):
+    task_id = add(db_env, "--worker", "w", "--job", "j", "--at", "2026-01-01")
+    set_status(couch, task_id, "done")
+    result = after("reschedule", task_id, "2027-01-01", env=db_env)
+    assert_one_line_error(result, 1)
+    assert "final" in result.stderr
+    bad = after("reschedule", task_id, "tomorrow", env=db_env)
+    assert_one_line_error(bad, 2)
+    assert couch.get(task_id)["date"] == "2026-01-01T00:00:00Z"
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+
+def test_jobs_lists_good_and_broken_jobs(env, tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir(mode=0o755)
+    jobs_dir.chmod(0o755)
+    (jobs_dir / "good.py").write_text("def run(task):\n    return 1\n")
+    (jobs_dir / "broken.py").write_text("def run(task)\n    return 1\n")
+    (jobs_dir / "no_entry.py").write_text("X = 1\n")
+    open_to_all = jobs_dir / "open_to_all.py"
+    open_to_all.write_text("def run(task):\n    pass\n")
+    open_to_all.chmod(0o666)
+    for path in (jobs_dir / "good.py", jobs_dir / "broken.py", jobs_dir / "no_entry.py"):
+        path.chmod(0o644)
+
+    result = after("jobs", "--jobs-dir", str(jobs_dir), env=env)
+    assert result.returncode == 1
+    states = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:])
+    assert states["good"] == "ok"
+    assert states["broken"].startswith("syntax error, line 1")
+    assert states["no_entry"] == "no run(task) function"
+    assert states["open_to_all"].startswith("refused:") and "world-writable" in states["open_to_all"]
+
+
+def test_jobs_lists_the_shipped_examples_as_loadable(env):
+    examples = Path(__file__).resolve().parent.parent / "jobs"
+    result = after("jobs", "--jobs-dir", str(examples), env=env)
+    states = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:])
+    for name in ("generate_billing", "http_request", "shell", "start_replication"):
+        assert states[name] == "ok", result.stdout
+
+
+def test_jobs_missing_folder(env, tmp_path):
+    result = after("jobs", "--jobs-dir", str(tmp_path / "none"), env=env)
+    assert_one_line_error(result, 1)
+    assert "does not exist" in result.stderr
+
+
+# ---- workers without systemd: what needs no running worker ---------------------------------------
+
+def test_list_with_no_workers(env):
+    result = after("list", env=env)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "no workers running"
+
+
+def test_stop_a_worker_that_is_not_running(env):
+    result = after("stop", "ghost", env=env)
+    assert_one_line_error(result, 1)
+    assert "worker ghost is not running" in result.stderr
+
+
+def test_bad_worker_name(env):
+    result = after("start", "../etc", env=env)
+    assert_one_line_error(result, 2)
