@@ -337,3 +337,100 @@ def test_stop_a_worker_that_is_not_running(env):
 def test_bad_worker_name(env):
     result = after("start", "../etc", env=env)
     assert_one_line_error(result, 2)
+
+
+# ---- workers in the background without systemd, with the real worker --------------------------
+
+@pytest.fixture
+def worker_env(db_env, tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    jobs_dir.chmod(0o755)
+    shipped = Path(__file__).resolve().parent.parent / "jobs" / "shell.py"
+    (jobs_dir / "shell.py").write_bytes(shipped.read_bytes())
+    (jobs_dir / "shell.py").chmod(0o644)
+    return {**db_env, "AFTER_JOBS_DIR": str(jobs_dir), "AFTER_STATE_DIR": str(tmp_path / "state"),
+            "AFTER_STOP_GRACE_S": "10", "AFTER_KILL_GRACE_S": "5"}
+
+
+def test_background_worker_start_list_log_clean_stop(worker_env, couch, tmp_path):
+    from helpers import wait_for
+
+    if daemon_systemd_running():
+        pytest.skip("systemd runs here: `start -b` would use systemctl")
+    run_dir = Path(worker_env["AFTER_RUN_DIR"])
+    try:
+        started = after("start", "bg1", "-b", env=worker_env)
+        assert started.returncode == 0, started.stderr
+        assert "worker bg1 started in the background" in started.stdout
+        pid = int((run_dir / "bg1.pid").read_text())
+
+        again = after("start", "bg1", "-b", env=worker_env)
+        assert_one_line_error(again, 1)
+        assert "already running" in again.stderr
+
+        listed = after("list", env=worker_env)
+        assert listed.stdout.splitlines()[1].split()[:2] == ["bg1", str(pid)]
+
+        # The worker really works: a task added now is run by it.
+        task_id = add(worker_env, "--worker", "bg1", "--job", "shell", "--arg", "/bin/echo", "--arg", "hi")
+        done = wait_for(lambda: couch.get(task_id)["status"] in ("done", "error") and couch.get(task_id),
+                        timeout_s=60, message="the background worker to run the task")
+        assert done["status"] == "done", done
+        assert done["result"]["stdout_tail"] == "hi\n"
+
+        log = wait_for(lambda: after("log", "bg1", "-n", "50", env=worker_env).stdout,
+                       timeout_s=30, message="log lines")
+        assert "bg1" in log
+
+        cleaned = after("clean", "bg1", env=worker_env)
+        assert cleaned.returncode == 0 and "emptied" in cleaned.stdout
+        assert (run_dir / "bg1.log").stat().st_size < len(log.encode())
+
+        stopped = after("stop", "bg1", env=worker_env, timeout_s=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip() == "worker bg1 stopped"
+        assert not (run_dir / "bg1.pid").exists()
+        assert after("list", env=worker_env).stdout.strip() == "no workers running"
+    finally:
+        kill_leftover(run_dir / "bg1.pid")
+
+
+def test_background_worker_that_cannot_start_says_why(worker_env):
+    if daemon_systemd_running():
+        pytest.skip("systemd runs here: `start -b` would use systemctl")
+    env = {**worker_env, "AFTER_COUCHDB_URL": "http://127.0.0.1:9"}
+    run_dir = Path(env["AFTER_RUN_DIR"])
+    try:
+        result = after("start", "doomed", "-b", env=env)
+        assert_one_line_error(result, 1)
+        assert "worker doomed exited at once with code 69" in result.stderr
+        assert not (run_dir / "doomed.pid").exists()
+    finally:
+        kill_leftover(run_dir / "doomed.pid")
+
+
+def test_list_removes_stale_pid_files(env, tmp_path):
+    run_dir = Path(env["AFTER_RUN_DIR"])
+    run_dir.mkdir()
+    dead = subprocess.Popen(["/bin/true"])
+    dead.wait()
+    (run_dir / "gone.pid").write_text(f"{dead.pid}\n")
+    assert after("list", env=env).stdout.strip() == "no workers running"
+    assert not (run_dir / "gone.pid").exists()
+
+
+def daemon_systemd_running():
+    from afterd.daemon import systemd_running
+
+    return systemd_running()
+
+
+def kill_leftover(pid_file: Path):
+    """A failed test must not leave its worker running: end it by its recorded pid."""
+    import signal
+
+    try:
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
