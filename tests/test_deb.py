@@ -41,13 +41,18 @@ def can_build() -> bool:
 def build():
     """`make deb` from the checkout: (path of the .deb, the make output)."""
     require_tool(can_build(), "dpkg-buildpackage (or root to install it)")
-    parent_before = sorted(p.name for p in ROOT.parent.iterdir())
+    parent_before = build_results_in(ROOT.parent)
     proc = subprocess.run(["make", "-C", str(ROOT), "deb"], capture_output=True, text=True,
                           timeout=BUILD_TIMEOUT_S)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         pytest.fail(f"make deb failed ({proc.returncode}):\n{output[-4000:]}")
     return {"deb": ROOT / "dist" / DEB_NAME, "output": output, "parent_before": parent_before}
+
+
+def build_results_in(folder: Path) -> list[str]:
+    """What dpkg-buildpackage would leave there: after_*.deb, .buildinfo, .changes."""
+    return sorted(p.name for p in folder.glob("after_*"))
 
 
 def deb_listing(deb: Path) -> dict[str, str]:
@@ -71,7 +76,7 @@ def deb_field(deb: Path, field: str) -> str:
 def test_make_deb_puts_the_package_in_dist_and_leaves_nothing_behind(build):
     assert build["deb"].is_file()
     # dpkg-buildpackage writes next to the source: that must be a scratch copy, not ..
-    assert sorted(p.name for p in ROOT.parent.iterdir()) == build["parent_before"]
+    assert build_results_in(ROOT.parent) == build["parent_before"]
     assert not (ROOT / "build" / "deb").exists()
     assert not (ROOT / "debian" / "after").exists()
 
