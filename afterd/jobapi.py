@@ -3,6 +3,7 @@
 Runs inside the forked child only.
 """
 
+import importlib.util
 import json
 import logging
 import os
@@ -99,13 +100,15 @@ def error_of(exc: BaseException) -> dict:
             "traceback": "".join(traceback.format_exception(exc))}
 
 
-def run_job(code_or_error, module_name: str, path, task: JobTask,
-            memory_limit_bytes: int | None) -> dict:
-    """Execute the job's module and its run(task); the outcome as a JSON-ready dict."""
+def run_job(code_or_error, module, path, task: JobTask, memory_limit_bytes: int | None) -> dict:
+    """Execute the job's module and its run(task); the outcome as a JSON-ready dict.
+
+    The module's own code runs here, at the date: it is the job's code too.
+    """
     try:
         if isinstance(code_or_error, BaseException):
             raise code_or_error
-        module = _exec_module(code_or_error, module_name, path)
+        exec(code_or_error, module.__dict__)
         entry = getattr(module, "run", None)
         if not callable(entry):
             raise TypeError(f"job file {path} has no run(task) function")
@@ -135,13 +138,18 @@ def encode_outcome(outcome: dict) -> bytes:
             "traceback": None}}).encode() + b"\n"
 
 
-def _exec_module(code, module_name: str, path):
-    import importlib.util
+def prepare_module(module_name: str, path):
+    """An empty module object for the job file, registered so relative imports work.
+
+    The name is prefixed so that a job called "json" never stands in for the
+    standard library's json inside its own process.
+    """
+    if path is None:
+        return None
     is_package = os.path.basename(path) == "__init__.py"
     spec = importlib.util.spec_from_file_location(
         module_name, path,
         submodule_search_locations=[os.path.dirname(path)] if is_package else None)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    exec(code, module.__dict__)
     return module

@@ -108,6 +108,8 @@ class Runner:
         Returns once every run has been reported.
         """
         with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
         if self._watcher:
             self._watcher.stop()

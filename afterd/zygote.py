@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 
-from afterd.jobapi import JobTask, encode_outcome, run_job
+from afterd.jobapi import JobTask, encode_outcome, prepare_module, run_job
 from afterd.jobs import CodeCache, JobError, resolve
 
 # Exit codes of a child whose own machinery (not the job) ended it.
@@ -37,9 +37,14 @@ EXIT_OK = 0
 EXIT_NOT_STARTED = 75   # EX_TEMPFAIL: told to go away before its date
 EXIT_INTERNAL = 70      # EX_SOFTWARE: the runner's code in the child failed
 
-# Wake this much before a date and sleep the rest precisely: epoll rounds its
-# timeout up to whole milliseconds, clock_nanosleep does not.
-PRECISE_WAIT_S = 0.002
+# A child is given its slot this long before its date and waits for the date
+# itself (sleeping, then spinning the last SPIN_S), so the zygote's own delays
+# (a fork of another child, a busy loop turn) do not make the job late.
+GRANT_AHEAD_S = 0.005
+SPIN_S = 0.0005
+# No new fork when a grant is this close: a fork of a Python process takes a
+# few milliseconds and would delay it.
+FORK_GUARD_S = 0.004
 IDLE_WAKE_S = 0.5
 STDOUT_TAIL_BYTES = 4096
 RESULT_MAX_BYTES = 8 * 1024 * 1024   # CouchDB's default max_document_size
@@ -131,12 +136,7 @@ class Zygote:
             self.fork_ahead(time.time())
             if (self.stopping or self.cmd_closed) and not self.runs and not self.by_pid:
                 return
-            wait_s, precise = self.next_wake(time.time(), time.monotonic())
-            if precise and wait_s <= PRECISE_WAIT_S:
-                time.sleep(max(0.0, wait_s))
-                continue
-            if precise:
-                wait_s -= PRECISE_WAIT_S / 2
+            wait_s = self.next_wake(time.time(), time.monotonic())
             for key, _ in self.sel.select(max(0.0, wait_s)):
                 kind, run = key.data
                 if kind == "cmd":
@@ -146,8 +146,8 @@ class Zygote:
                 else:
                     self.drain_run(run, kind)
 
-    def next_wake(self, now: float, mono: float) -> tuple[float, bool]:
-        """Seconds until something is due, and whether it is a run's date (wait precisely)."""
+    def next_wake(self, now: float, mono: float) -> float:
+        """Seconds until something is due."""
         wake = [IDLE_WAKE_S]
         unforked = next((k for k in self.waiting if self.runs[k[2]].state == "pending"), None)
         if unforked and self.forked_waiting < self.prefork_max:
@@ -160,12 +160,9 @@ class Zygote:
                 wake.append(run.sigkill_at - mono)
         if self.stop_deadline is not None:
             wake.append(self.stop_deadline - mono)
-        other_s = min(wake)
         if self.waiting and len(self.running) < self.concurrency:
-            due_s = self.waiting[0][0] - now
-            if due_s <= other_s:
-                return due_s, True
-        return other_s, False
+            wake.append(self.waiting[0][0] - GRANT_AHEAD_S - now)
+        return min(wake)
 
     # --- commands -----------------------------------------------------------------
 
@@ -242,6 +239,11 @@ class Zygote:
     # --- scheduling ---------------------------------------------------------------
 
     def fork_ahead(self, now: float):
+        head = self.waiting[0] if self.waiting else None
+        if (head and self.runs[head[2]].state == "forked"
+                and len(self.running) < self.concurrency
+                and head[0] - GRANT_AHEAD_S - now < FORK_GUARD_S):
+            return   # the next grant comes first
         for at, _, run_id in self.waiting:
             if at - now > self.fork_ahead_s or self.forked_waiting >= self.prefork_max:
                 break
@@ -250,7 +252,7 @@ class Zygote:
                 self.fork(run)
 
     def dispatch(self, now: float):
-        while self.waiting and self.waiting[0][0] <= now:
+        while self.waiting and self.waiting[0][0] - GRANT_AHEAD_S <= now:
             if len(self.running) >= self.concurrency:
                 for at, _, run_id in self.waiting:
                     if at > now:
@@ -263,8 +265,10 @@ class Zygote:
             self.go(run)
 
     def go(self, run: Run):
-        run.started_at = time.time()
-        run.started_mono = time.monotonic()
+        """Give the run its slot: its child starts the job at the date (now, if overdue)."""
+        now, mono = time.time(), time.monotonic()
+        ahead_s = max(0.0, run.at - now)
+        run.started_at, run.started_mono = now + ahead_s, mono + ahead_s
         try:
             os.write(run.go_w, b"g")
         except OSError:
@@ -390,11 +394,14 @@ class Zygote:
             limit = int(self.memory_limit_bytes)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         sys.dont_write_bytecode = True   # never leave __pycache__ in the jobs folder
+        # Everything that is not the job's own code happens before the date.
+        task = JobTask(run.task, run.job)
+        module = prepare_module(f"after_job_{run.job}", path)
         if os.read(go_r, 1) != b"g":
             os._exit(EXIT_NOT_STARTED)
         os.close(go_r)
-        task = JobTask(run.task, run.job)
-        outcome = run_job(code, f"after_job_{run.job}", path, task, self.memory_limit_bytes)
+        wait_until(run.at)
+        outcome = run_job(code, module, path, task, self.memory_limit_bytes)
         data = memoryview(encode_outcome(outcome))
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -439,6 +446,10 @@ class Zygote:
                 run.result_overflow = True
             else:
                 run.result_buf += chunk
+                if run.result_buf.endswith(b"\n"):
+                    # The outcome is in: the job's code is over and the child only
+                    # exits now, so its slot is free before it is even reaped.
+                    self.running.discard(run.run_id)
 
     def reap(self):
         while True:
@@ -517,6 +528,15 @@ class Zygote:
                 data = data[os.write(self.out_fd, data):]
         except BrokenPipeError:
             self.cmd_closed = True
+
+
+def wait_until(epoch_s: float):
+    """Return at epoch_s: sleep most of the way, spin the last SPIN_S (sleep overshoots)."""
+    rest_s = epoch_s - time.time()
+    if rest_s > SPIN_S:
+        time.sleep(rest_s - SPIN_S)
+    while time.time() < epoch_s:
+        pass
 
 
 def _log(priority: int, text: str):
