@@ -81,25 +81,36 @@ class Runner:
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._ready = threading.Event()
+        self._spawned_mono = 0.0
         self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self):
-        config = {"jobs_dir": self.jobs_dir, "concurrency": self.concurrency,
-                  "kill_grace_s": self.kill_grace_s, "trusted_uids": sorted(self.trusted_uids),
-                  "memory_limit_bytes": self.memory_limit_bytes, "fork_ahead_s": FORK_AHEAD_S}
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "afterd.zygote", json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, bufsize=0)
-        self._reader = threading.Thread(target=self._read_events, name="runner-reader",
-                                        daemon=True)
-        self._reader.start()
+        self._spawn_zygote()
         if not self._ready.wait(ZYGOTE_START_TIMEOUT_S):
             raise RuntimeError("the runner's zygote process did not start")
         if self._watch:
             self._watcher = JobWatcher(self.jobs_dir, self._jobs_changed)
             self._watcher.start()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _spawn_zygote(self):
+        config = {"jobs_dir": self.jobs_dir, "concurrency": self.concurrency,
+                  "kill_grace_s": self.kill_grace_s, "trusted_uids": sorted(self.trusted_uids),
+                  "memory_limit_bytes": self.memory_limit_bytes, "fork_ahead_s": FORK_AHEAD_S}
+        self._ready.clear()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "afterd.zygote", json.dumps(config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, bufsize=0)
+        self._proc = proc
+        self._spawned_mono = clock.monotonic_s()
+        self._reader = threading.Thread(target=self._read_events, args=(proc,),
+                                        name="runner-reader", daemon=True)
+        self._reader.start()
 
     def stop(self, grace_s: float):
         """Stop accepting runs; let running ones finish within grace_s, then kill them.
@@ -138,14 +149,13 @@ class Runner:
             if not stopping:
                 self._started[spec.run_id] = False
                 self._specs[spec.run_id] = spec
-        if stopping:
+        sent = not stopping and self._send({
+            "op": "submit", "run_id": spec.run_id, "task_id": spec.task_id, "job": spec.job,
+            "at": spec.at_epoch_s, "timeout_s": spec.timeout_s, "task": spec.task})
+        if not sent:
             self._deliver(RunOutcome(spec.run_id, spec.task_id, False, None, {
-                "type": "NotStarted", "message": "not started: the worker is shutting down",
+                "type": "NotStarted", "message": "not started: the runner is not running",
                 "traceback": None}, None, clock.epoch_s(), 0.0))
-            return
-        self._send({"op": "submit", "run_id": spec.run_id, "task_id": spec.task_id,
-                    "job": spec.job, "at": spec.at_epoch_s, "timeout_s": spec.timeout_s,
-                    "task": spec.task})
 
     def cancel(self, run_id: str):
         """Stop a run: SIGTERM to its process group, SIGKILL after kill_grace_s.
@@ -179,20 +189,21 @@ class Runner:
         self._send({"op": "reload"})
         jobs_log.info("jobs reloaded (%d) from %s: %s", count, self.jobs_dir, why)
 
-    def _send(self, command: dict):
+    def _send(self, command: dict) -> bool:
         line = json.dumps(command, default=_json_default).encode() + b"\n"
         proc = self._proc
         if proc is None or proc.stdin is None:
-            return
+            return False
         with self._send_lock:
             try:
                 proc.stdin.write(line)
+                return True
             except (OSError, ValueError):
                 log.error("the runner's zygote is gone: cannot send %s", command.get("op"))
+                return False
 
-    def _read_events(self):
-        stream = self._proc.stdout
-        for line in stream:
+    def _read_events(self, proc: subprocess.Popen):
+        for line in proc.stdout:
             try:
                 event = json.loads(line)
             except ValueError:
@@ -208,9 +219,20 @@ class Runner:
                 self._call(self.on_start, event["run_id"], event["started_at_s"])
             elif kind == "outcome":
                 self._deliver(RunOutcome(**event))
-        if not self._stopping:
-            log.error("the runner's zygote exited unexpectedly")
-            self._report_lost("the runner's process died during the run")
+        if self._stopping:
+            return
+        log.error("the runner's zygote exited unexpectedly (%s): starting a new one",
+                  proc.wait())
+        with self._send_lock:
+            proc.stdin.close()
+        self._report_lost("the runner's process died during the run")
+        # A zygote that cannot even start should not be respawned in a tight loop.
+        if clock.monotonic_s() - self._spawned_mono < 1.0:
+            threading.Event().wait(1.0)
+        with self._lock:
+            if self._stopping:
+                return
+        self._spawn_zygote()
 
     def _deliver(self, outcome: RunOutcome):
         with self._lock:

@@ -20,6 +20,7 @@ Events out:
 """
 
 import bisect
+import ctypes
 import errno
 import json
 import os
@@ -46,6 +47,7 @@ SPIN_S = 0.0005
 # few milliseconds and would delay it.
 FORK_GUARD_S = 0.004
 IDLE_WAKE_S = 0.5
+PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
 STDOUT_TAIL_BYTES = 4096
 RESULT_MAX_BYTES = 8 * 1024 * 1024   # CouchDB's default max_document_size
 
@@ -376,6 +378,11 @@ class Zygote:
     def child(self, run, path, code, go_r, result_w, out_w, blocked):
         """In the forked child: wait for the date, run the job, write its outcome, _exit."""
         os.setpgid(0, 0)   # its own group, so a kill reaches the job's subprocesses too
+        zygote_pid = os.getppid()
+        # If the zygote is killed outright, its children must not run on unwatched.
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != zygote_pid:
+            os._exit(EXIT_NOT_STARTED)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -528,6 +535,9 @@ class Zygote:
                 data = data[os.write(self.out_fd, data):]
         except BrokenPipeError:
             self.cmd_closed = True
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def wait_until(epoch_s: float):
