@@ -9,6 +9,11 @@ A job's stdout is drained by the zygote and only its last 4 KiB are kept,
 written to stderr tagged with the task when the run ends (so a chatty job can
 neither block on a full pipe nor flood the journal); its stderr and
 task.logger go straight to the worker's stderr.
+
+on_start is called when a run is given its slot, at most zygote.GRANT_AHEAD_S
+(5 ms) before its date, with started_at_s = the moment the job starts. The
+job module's own top-level code runs at the date, inside the concurrency cap,
+since it is the job's code too.
 """
 
 import json
