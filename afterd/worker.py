@@ -266,6 +266,7 @@ class Worker:
         doc_id = write.doc["_id"]
         tag = write.tag
         entry = self.entries.get(doc_id)
+        log.debug("write %s (%s): %s %s", doc_id, tag, kind, info if kind == WRITTEN else "")
         if tag.startswith("outcome:") and kind != CONFLICT:
             self.journal.add("written", tag.split(":", 1)[1])
         if entry is None:
@@ -664,6 +665,7 @@ class Worker:
         self._write(entry, doc, f"outcome:{run}")
 
     def _write(self, entry, doc, tag):
+        log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"))
         entry.writing = True
         self.writer.submit(Write(doc=doc, tag=tag))
 
@@ -683,8 +685,7 @@ class Worker:
 
     def _reload(self):
         self.notifier.reloading()
-        self.runner.reload()
-        log.info("jobs reloaded (SIGHUP): %d reloads so far", self.runner.reloads)
+        self.runner.reload()   # logs and counts the reload itself
         self.notifier.ready()
 
     def _update_status(self):

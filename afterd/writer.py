@@ -108,9 +108,12 @@ class Writer(threading.Thread):
                 self._cond.notify_all()
 
     def _deliver(self, batch, results):
-        # _bulk_docs answers one entry per document, in the order they were sent.
-        results = list(results) + [{}] * (len(batch) - len(results))
-        for write, res in zip(batch, results):
+        # Match answers by id: pouchdb-server does not keep _bulk_docs answers in the
+        # order the documents were sent (CouchDB does). The loop keeps at most one
+        # write per document in flight, so ids are unique within a batch.
+        by_id = {res.get("id"): res for res in results}
+        for write in batch:
+            res = by_id.get(write.doc["_id"], {})
             if "rev" in res and "error" not in res:
                 self.on_result(WRITTEN, write, res["rev"])
             elif res.get("error") == "conflict":
