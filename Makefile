@@ -24,7 +24,7 @@ pouchdb/node_modules/.stamp: pouchdb/package.json pouchdb/package-lock.json
 deps: $(VENV)/.stamp pouchdb/node_modules/.stamp
 
 run: deps
-	$(PY) -m afterd.demo
+	$(PY) scripts/demo.py
 
 test: deps
 	scripts/install-deps test
