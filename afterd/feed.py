@@ -114,6 +114,8 @@ class Feed(threading.Thread):
                 try:
                     self.on_batch(docs)
                 except Exception as e:
+                    if self._stopping.is_set():
+                        break  # the loop refused it because it is stopping: not handled, not saved
                     # Not handled, so not checkpointed: ask again from the same seq.
                     log.exception("handling a batch of %d changes failed", len(docs))
                     self._pause(f"handling {len(docs)} changes failed: {type(e).__name__}: {e}")
