@@ -100,10 +100,13 @@ def error_of(exc: BaseException) -> dict:
             "traceback": "".join(traceback.format_exception(exc))}
 
 
-def run_job(code_or_error, module, path, task: JobTask, memory_limit_bytes: int | None) -> dict:
+def run_job(code_or_error, module, path, task: JobTask, memory_limit_bytes: int | None,
+            on_begin=None) -> dict:
     """Execute the job's module and its run(task); the outcome as a JSON-ready dict.
 
     The module's own code runs here, at the date: it is the job's code too.
+    `on_begin()` is called just before run(task): from then on the run has begun,
+    and a run that has begun is never started again after a crash.
     """
     try:
         if isinstance(code_or_error, BaseException):
@@ -112,6 +115,8 @@ def run_job(code_or_error, module, path, task: JobTask, memory_limit_bytes: int 
         entry = getattr(module, "run", None)
         if not callable(entry):
             raise TypeError(f"job file {path} has no run(task) function")
+        if on_begin is not None:
+            on_begin()
         value = entry(task)
         outcome = task.outcome or {"ok": True, "result": value}
     except MemoryError:

@@ -15,6 +15,7 @@ Replay says, for every run of the file:
   written             -> nothing to do
   outcome, unwritten  -> write the outcome
   start, no outcome   -> interrupted: the job may have had effects; do not rerun
+  result              -> the child's own record of how run(task) ended: write that
   intent only         -> never started: it may run
 """
 
@@ -34,14 +35,15 @@ class RunRecord:
     task: str | None = None
     intent: dict | None = None
     started_at_s: float | None = None
-    outcome: dict | None = None
+    outcome: dict | None = None    # the document update the worker computed
+    result: dict | None = None     # the run's raw outcome, as the child recorded it
     written: bool = False
 
     @property
     def state(self) -> str:
         if self.written:
             return "written"
-        if self.outcome is not None:
+        if self.outcome is not None or self.result is not None:
             return "outcome"
         if self.started_at_s is not None:
             return "started"
@@ -66,6 +68,9 @@ def replay_lines(lines) -> dict[str, RunRecord]:
             entry.started_at_s = rec.get("at")
         elif kind == "outcome":
             entry.outcome = rec.get("update")
+            entry.task = entry.task or rec.get("task")
+        elif kind == "result":
+            entry.result = rec.get("outcome")
             entry.task = entry.task or rec.get("task")
         elif kind == "written":
             entry.written = True

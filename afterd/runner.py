@@ -68,7 +68,7 @@ def _json_default(value):
 class Runner:
     def __init__(self, jobs_dir, *, on_outcome, on_start, concurrency: int, kill_grace_s: float,
                  trusted_uids: set[int] | None = None, memory_limit_bytes: int | None = None,
-                 watch: bool = True):
+                 watch: bool = True, journal_path=None):
         self.jobs_dir = os.path.abspath(jobs_dir)
         self.on_outcome = on_outcome
         self.on_start = on_start
@@ -76,6 +76,7 @@ class Runner:
         self.kill_grace_s = kill_grace_s
         self.trusted_uids = default_trusted_uids() if trusted_uids is None else set(trusted_uids)
         self.memory_limit_bytes = memory_limit_bytes
+        self.journal_path = str(journal_path) if journal_path else None
         self.reloads = 0
         self._watch = watch
         self._watcher: JobWatcher | None = None
@@ -106,7 +107,8 @@ class Runner:
     def _spawn_zygote(self):
         config = {"jobs_dir": self.jobs_dir, "concurrency": self.concurrency,
                   "kill_grace_s": self.kill_grace_s, "trusted_uids": sorted(self.trusted_uids),
-                  "memory_limit_bytes": self.memory_limit_bytes, "fork_ahead_s": FORK_AHEAD_S}
+                  "memory_limit_bytes": self.memory_limit_bytes, "fork_ahead_s": FORK_AHEAD_S,
+                  "journal_path": self.journal_path}
         self._ready.clear()
         proc = subprocess.Popen(
             [sys.executable, "-m", "afterd.zygote", json.dumps(config)],

@@ -62,6 +62,7 @@ class Entry:
     cancel: bool = False           # the user asked to cancel the current run
     confirm_first: bool = False    # write `running` and see it succeed before starting
     spec: object = None            # the RunSpec of the current run
+    taking_from: str | None = None  # the dead process whose run we are settling
 
 
 class Worker:
@@ -119,7 +120,7 @@ class Worker:
         self.runner = Runner(s.jobs_dir, on_outcome=lambda o: self._post("outcome", o),
                              on_start=lambda run, t: self._post("started", run, t),
                              concurrency=s.concurrency, kill_grace_s=s.kill_grace_s,
-                             trusted_uids={0, os.geteuid()})
+                             trusted_uids={0, os.geteuid()}, journal_path=self.journal.path)
         self.runner.start()
         self.heartbeat = Heartbeat(Couch(s.couchdb_url, s.database), self.me, lease_s=s.lease_s,
                                    skew_margin_s=s.skew_margin_s, state_dir=self.state_dir,
@@ -317,7 +318,7 @@ class Worker:
     def _ev_started(self, run_id, started_at_s):
         task_id = self.runs.get(run_id)
         entry = self.entries.get(task_id) if task_id else None
-        self.journal.add("start", run_id, at=started_at_s)
+        # The zygote journaled the start itself, before the job could begin.
         if entry is not None and entry.run_id == run_id:
             entry.phase = "running"
 
@@ -488,13 +489,22 @@ class Worker:
         self._settle_predecessor(entry, run, prior)
 
     def _settle_predecessor(self, entry, run, prior):
+        if prior is not None and prior.outcome is None and prior.result is not None:
+            # The job finished but the worker died before it heard: the child's own record.
+            res = prior.result
+            outcome = _Outcome(run_id=run, ok=bool(res.get("ok")), result=res.get("result"),
+                               error=res.get("error"), started_at_s=res.get("started_at_s"),
+                               finished_at_s=res.get("finished_at_s") or clock.epoch_s(),
+                               queued_ms=res.get("queued_ms") or 0.0)
+            prior.outcome = self._outcome_fields(entry, outcome)
         if prior is not None and prior.outcome is not None:
             entry.outcome = prior.outcome
             entry.phase = "finishing"
             self.journal.add("outcome", run, task=entry.doc["_id"], update=prior.outcome)
             self._after_commit.append(lambda: self._write_outcome(entry, entry.doc))
         else:
-            self._interrupted(entry, run, "the worker process running it died")
+            known = f"journal: {prior.state}" if prior is not None else "no journal record"
+            self._interrupted(entry, run, f"the worker process running it died ({known})")
 
     def _interrupted(self, entry, run, how):
         """A run whose fate is unknown: never run again unless the task allows retries."""
@@ -554,10 +564,10 @@ class Worker:
                 entry.confirm_first = True
                 self._claim(entry, reset_anchor=status == "reschedule")
             elif decision == claims.WRITE_OUTCOME:
-                entry.outcome = rec.outcome
-                entry.phase = "finishing"
-                self._write_outcome(entry, doc)
+                entry.taking_from = process
+                self._settle_predecessor(entry, run, rec)
             elif decision == claims.INTERRUPTED:
+                entry.taking_from = process
                 self._interrupted(entry, run, f"its owner {process} vanished")
 
     # -- runs ----------------------------------------------------------------------
@@ -653,13 +663,14 @@ class Worker:
         remove = update.pop("_remove", [])
         doc = {k: v for k, v in base.items() if k not in remove}
         doc.update(update)
-        if claims.owner_of(base) not in (None, self.me.process):
+        if claims.owner_of(base) not in (None, self.me.process, entry.taking_from):
             log.warning("task %s was taken over by %s while its run finished; outcome not written: %s",
                         base["_id"], claims.owner_of(base), update.get("error") or update.get("result"))
             self._forget(base["_id"], "taken over")
             return
         if base.get("status") == "cancel":
             doc["status"] = "canceled"
+        doc["owner"] = self.me.owner_field()
         entry.phase = "finishing"
         run = entry.run_id or (base.get("running") or {}).get("run") or ""
         self._write(entry, doc, f"outcome:{run}")

@@ -106,6 +106,14 @@ class Zygote:
         self.trusted_uids = set(config["trusted_uids"])
         self.memory_limit_bytes = config.get("memory_limit_bytes")
         self.fork_ahead_s = float(config["fork_ahead_s"])
+        # The worker's journal: each child records its own start there at its date,
+        # just before the job's first line, so a worker killed the next instant still
+        # knows the run began (and must not run it again), and a child killed before
+        # its date leaves no start (and may run again). O_APPEND: the worker appends
+        # to the same file; no fsync: a killed process loses nothing already written.
+        journal_path = config.get("journal_path")
+        self.journal_fd = (os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                           if journal_path else None)
         # Enough ready children to refill every slot twice, without forking a
         # thousand processes for a thousand runs due in the same second.
         self.prefork_max = max(8, 2 * self.concurrency)
@@ -390,7 +398,7 @@ class Zygote:
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
-        keep = {0, 1, 2, go_r, result_w}
+        keep = {0, 1, 2, go_r, result_w, self.journal_fd}
         for name in os.listdir("/proc/self/fd"):
             if int(name) not in keep:
                 try:
@@ -408,8 +416,10 @@ class Zygote:
             os._exit(EXIT_NOT_STARTED)
         os.close(go_r)
         wait_until(run.at)
-        outcome = run_job(code, module, path, task, self.memory_limit_bytes)
+        outcome = run_job(code, module, path, task, self.memory_limit_bytes,
+                          on_begin=lambda: self.journal_start(run.run_id))
         data = memoryview(encode_outcome(outcome))
+        self.journal_result(run, json.loads(bytes(data)))
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -418,6 +428,29 @@ class Zygote:
         while data:
             data = data[os.write(result_w, data):]
         os._exit(EXIT_OK)
+
+    def journal_start(self, run_id: str):
+        """In the child, just before run(task): the run has begun, for good."""
+        if self.journal_fd is None:
+            return
+        self.began_at = time.time()
+        self.journal_append({"t": "start", "run": run_id, "at": self.began_at})
+
+    def journal_result(self, run, outcome: dict):
+        """In the child, once run(task) returned or raised: the outcome survives a worker
+        killed before it heard of it (the journal's replay writes it to CouchDB)."""
+        if self.journal_fd is None or getattr(self, "began_at", None) is None:
+            return
+        now = time.time()
+        self.journal_append({"t": "result", "run": run.run_id, "task": run.task_id, "outcome": {
+            **outcome, "started_at_s": self.began_at, "finished_at_s": now,
+            "queued_ms": max(0.0, self.began_at - max(run.at, run.submitted_at)) * 1000}})
+
+    def journal_append(self, record: dict):
+        try:
+            os.write(self.journal_fd, json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n")
+        except (OSError, TypeError, ValueError):
+            pass   # the pipe to the zygote still carries the outcome; the journal is a safety net
 
     def drain_run(self, run: Run, kind: str):
         if kind == "result":

@@ -201,7 +201,7 @@ def test_kill_9_in_a_loop_loses_nothing_and_runs_nothing_twice(couch, worker, re
         if occurrence in cut:
             assert doc["status"] == "error" and doc["error"]["type"] == "Interrupted", doc
         else:
-            assert doc["status"] == "done", doc
+            assert doc["status"] == "done", {k: doc.get(k) for k in ("status", "error", "date", "runs")}
             assert starts[occurrence] == 1, occurrence
     print(f"\n{w.starts} starts, {len(cut)} runs cut by a kill, "
           f"{sum(1 for d in final.values() if d['status'] == 'done')} done")
