@@ -28,10 +28,14 @@ def backoff_s(failures: int, base_s: float = BACKOFF_BASE_S, cap_s: float = BACK
     return rng.uniform(0.0, min(cap_s, base_s * 2 ** max(0, failures - 1)))
 
 
-def worker_selector(worker: str) -> dict:
+def worker_selector(worker: str, owner_process: str | None = None) -> dict:
     # A deleted task's tombstone no longer says whose it was, so every worker is told
-    # of every deletion and ignores the ids it does not hold.
-    return {"$or": [{"worker": worker}, {"_deleted": True}]}
+    # of every deletion and ignores the ids it does not hold. Likewise a task moved to
+    # another worker no longer names us: its owner field still does, until released.
+    either = [{"worker": worker}, {"_deleted": True}]
+    if owner_process:
+        either.append({"owner.process": owner_process})
+    return {"$or": either}
 
 
 def batch_docs(results: list[dict]) -> list[dict]:
@@ -56,11 +60,13 @@ class Feed(threading.Thread):
 
     def __init__(self, couch, worker: str, checkpoint: str, on_batch, on_state, *,
                  request_deadline_s: float = REQUEST_DEADLINE_S, batch_limit: int = BATCH_LIMIT,
-                 backoff_base_s: float = BACKOFF_BASE_S, backoff_cap_s: float = BACKOFF_CAP_S):
+                 backoff_base_s: float = BACKOFF_BASE_S, backoff_cap_s: float = BACKOFF_CAP_S,
+                 owner_process: str | None = None):
         super().__init__(name=f"feed-{worker}", daemon=True)
         self.couch = couch.clone()  # a Session of its own: requests.Session is not shared across threads
         self.worker = worker
         self.checkpoint = checkpoint
+        self.owner_process = owner_process
         self.on_batch = on_batch
         self.on_state = on_state
         self.request_deadline_s = request_deadline_s
@@ -99,7 +105,7 @@ class Feed(threading.Thread):
                     self._save(since)
                     unsaved = False
                 results, last_seq = self.couch.changes(
-                    since, selector=worker_selector(self.worker), limit=self.batch_limit,
+                    since, selector=worker_selector(self.worker, self.owner_process), limit=self.batch_limit,
                     deadline_s=self.request_deadline_s, cancel=self._stopping, on_open=self._opened)
             except CouchError as e:
                 if e.status in FINAL_STATUSES:

@@ -83,7 +83,7 @@ class Worker:
         self._problems: dict[str, str] = {}     # source -> what is wrong now, for STATUS
         self._predecessor: dict[str, journal.RunRecord] = {}
         self._after_commit: list = []
-        self._forgotten: dict[str, dict] = {}    # recently forgotten task -> its last version
+        self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
 
     # -- events from threads -------------------------------------------------------
 
@@ -132,17 +132,13 @@ class Worker:
                              on_state=lambda ok, why: self._post("problem", "writer", None if ok else why))
         self.writer.start()
         checkpoint = f"after-feed-{self.me.process}"
-        since = self.couch.get_local(checkpoint)
+        if self.couch.get_local(checkpoint) is None:
+            # First start of this identity: everything before now comes from the load below.
+            self.couch.put_local(checkpoint, {"seq": self.couch.update_seq()})
         self.feed = Feed(Couch(s.couchdb_url, s.database), self.name, checkpoint,
                          on_batch=self._feed_batch,
                          on_state=lambda state, why: self._post("feed", state, why),
-                         ) if since is not None else None
-        if self.feed is None:
-            # First start of this identity: everything before now comes from the load below.
-            self.couch.put_local(checkpoint, {"seq": self.couch.update_seq()})
-            self.feed = Feed(Couch(s.couchdb_url, s.database), self.name, checkpoint,
-                             on_batch=self._feed_batch,
-                             on_state=lambda state, why: self._post("feed", state, why))
+                         owner_process=self.me.process)
         self._load()
         self.heartbeat.start()
         self.feed.start()
@@ -395,8 +391,8 @@ class Worker:
         if doc_id.startswith(("_design/", claims.HEARTBEAT_PREFIX)):
             return
         entry = self.entries.get(doc_id)
-        known = entry.doc if entry is not None else self._forgotten.get(doc_id)
-        if known is not None and _rev_gen(doc) <= _rev_gen(known) and not doc.get("_deleted"):
+        known_gen = _rev_gen(entry.doc) if entry is not None else self._forgotten.get(doc_id, 0)
+        if _rev_gen(doc) <= known_gen and not doc.get("_deleted"):
             return   # an echo of our own write, or older: we already acted on newer
         if entry is not None and entry.writing:
             entry.latest = doc   # decide once our write is answered
@@ -684,7 +680,7 @@ class Worker:
         entry = self.entries.pop(doc_id, None)
         if entry is not None:
             # Remember its last version a while, so a late echo of an older one is ignored.
-            self._forgotten[doc_id] = entry.doc
+            self._forgotten[doc_id] = _rev_gen(entry.doc)
             if len(self._forgotten) > FORGOTTEN_MAX:
                 self._forgotten.pop(next(iter(self._forgotten)))
         self.timers.disarm(doc_id)
