@@ -42,6 +42,7 @@ class Settings:
     skew_margin_s: float = 5.0
     kill_grace_s: float = 10.0
     stop_grace_s: float = 30.0
+    memory_limit_mb: int | None = None           # address space of each job's process
     log_level: str = "info"
     host: str = ""
 
@@ -55,6 +56,10 @@ class Settings:
     @property
     def safe_couchdb_url(self) -> str:
         return mask_url(self.couchdb_url)
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        return self.memory_limit_mb * 1024 * 1024 if self.memory_limit_mb else None
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Settings))
@@ -138,6 +143,13 @@ def _check(name: str, value, source: str):
         if number < 0 or (number == 0 and name in ("default_timeout_s", "lease_s")):
             raise ConfigError(f"{where} must be a positive number of seconds, not {number}")
         return number
+    if name == "memory_limit_mb":
+        if from_text and value.strip().lower() in ("", "none"):
+            return None
+        number = _number(value, where, integer=True)
+        if number < 1:
+            raise ConfigError(f"{where} must be a whole number of megabytes (at least 1), not {number}")
+        return number
     if name == "log_level":
         if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
             raise ConfigError(f"{where} must be one of {', '.join(LOG_LEVELS)}")
@@ -196,7 +208,7 @@ def env_values(env) -> dict:
     values = {}
     for name in FIELD_NAMES:
         text = env.get("AFTER_" + name.upper())
-        if text is not None and (text != "" or name == "default_timeout_s"):
+        if text is not None and (text != "" or name in ("default_timeout_s", "memory_limit_mb")):
             values[name] = _check(name, text, "AFTER_" + name.upper())
     return values
 
