@@ -74,6 +74,8 @@ def duration_delta(offset: dict[str, int]):
 
 # ---- dates -----------------------------------------------------------------------------------
 
+DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
 def parse_at(text: str, tz_name: str | None) -> datetime:
     """A date from the command line: ISO 8601, a space allowed for T; no offset means UTC,
     or wall-clock time in tz_name when given."""
@@ -142,11 +144,16 @@ def build_task(args, now: datetime) -> dict:
         zone(args.tz)
     if args.at is not None:
         date = parse_at(args.at, args.tz)
+        if DATE_ONLY.fullmatch(args.at.strip()) and not args.tz:
+            # A date alone is a valid task date (midnight UTC): store it as written, so
+            # `--at 2012-02-27` gives the very document a user would POST.
+            date = args.at.strip()
     elif args.in_ is not None:
         date = now + duration_delta(parse_duration(args.in_))
     else:
         date = now
-    doc = {"worker": args.worker, "date": format_date(date), "status": "waiting",
+    doc = {"worker": args.worker, "date": date if isinstance(date, str) else format_date(date),
+           "status": "waiting",
            "job": {"name": args.job, "arguments": arguments}}
     if args.id:
         doc["_id"] = args.id

@@ -140,11 +140,13 @@ def test_add_the_seed_real_example(db_env, couch):
     doc = couch.get(task_id)
     stored = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
     seed = {"worker": "manobi", "date": "2012-02-27", "status": "waiting",
-            "job": {"name": "start_replication", "arguments": []}, "repeat": {"months": 1, "days": 7}}
-    # The date is written in full ISO form; it names the same instant as the seed's.
-    assert stored["date"] == "2012-02-27T00:00:00Z"
-    assert parse_date(stored["date"]) == parse_date(seed["date"])
-    assert {**stored, "date": seed["date"]} == seed
+            "job": {"name": "start_replication", "arguments": []}, "repeat": {"days": 7, "months": 1}}
+    assert stored == seed        # a date alone is kept as written: the very document
+
+
+def test_add_a_date_alone_in_a_time_zone_is_its_midnight_there(db_env, couch):
+    task_id = add(db_env, "--worker", "w", "--job", "j", "--at", "2026-01-15", "--tz", "Europe/Paris")
+    assert couch.get(task_id)["date"] == "2026-01-14T23:00:00Z"
 
 
 def test_add_arguments_dates_and_options(db_env, couch):
@@ -202,8 +204,8 @@ def test_tasks_table_filters_and_json(db_env, couch):
     assert table.returncode == 0
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["ID", "WORKER", "STATUS", "DATE", "JOB", "REPEAT"]
-    assert lines[1].split() == [a, "w1", "waiting", "2026-01-01T00:00:00Z", "shell", "-"]
-    assert lines[2].split() == [b, "w2", "err", "2026-02-01T00:00:00Z", "http_request", "1M7d"]
+    assert lines[1].split() == [a, "w1", "waiting", "2026-01-01", "shell", "-"]
+    assert lines[2].split() == [b, "w2", "err", "2026-02-01", "http_request", "1M7d"]
 
     only_w1 = after("tasks", "--worker", "w1", "--json", env=db_env)
     assert [d["_id"] for d in json.loads(only_w1.stdout)] == [a]
@@ -279,7 +281,7 @@ def test_reschedule_refuses_final_tasks_and_bad_dates(db_env, couch):
     assert "final" in result.stderr
     bad = after("reschedule", task_id, "tomorrow", env=db_env)
     assert_one_line_error(bad, 2)
-    assert couch.get(task_id)["date"] == "2026-01-01T00:00:00Z"
+    assert couch.get(task_id)["date"] == "2026-01-01"    # unchanged
 
 
 # ---- jobs ----------------------------------------------------------------------------------
