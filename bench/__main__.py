@@ -1,0 +1,121 @@
+"""`python -m bench [--quick] [--only NAME ...]`: measure after (and APScheduler), print a table,
+write bench/results.json. The method is in docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench import measure
+from bench.harness import Bench, load_average
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+# Sizes: (full, quick). Quick keeps every key with smaller N, for everyday use (< 1 min).
+SIZES = {
+    "lateness_n": (10_000, 1_000), "lateness_window_s": (10.0, 2.0), "lateness_repeats": (3, 1),
+    "throughput_n": (20_000, 2_000), "throughput_repeats": (3, 1),
+    "post_samples": (300, 40),
+    "scale_n": (100_000, 10_000), "scale_starts": (3, 1),
+    "state_n": (1_000_000, 100_000),
+}
+# Runs at once. The default is the CPU count (2 here); the bench allows more, so a slow
+# run does not hold back the next one's start (each is still its own process).
+CONCURRENCY = 16
+
+TARGETS = {  # key -> (limit, "<=" or ">=")
+    "lateness_p50_ms": (1.0, "<="), "lateness_p99_ms": (5.0, "<="), "lateness_p99_vs_aps": (1.5, "<="),
+    "runs_per_s": (1000.0, ">="), "post_to_scheduled_p99_ms": (50.0, "<="),
+    "rss_bytes_per_pending_task_1m": (600.0, "<="), "ready_s_100k": (10.0, "<="),
+}
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def run(quick: bool, only: set[str] | None) -> dict:
+    size = {k: v[1] if quick else v[0] for k, v in SIZES.items()}
+    wanted = (lambda name: only is None or name in only)
+    results: dict = {"quick": quick, "cpu_count": os.cpu_count(), "load_average_before": load_average(),
+                     "concurrency": CONCURRENCY, "sizes": size,
+                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with tempfile.TemporaryDirectory(prefix="after-bench-") as tmp:
+        bench = Bench(Path(tmp))
+        try:
+            if wanted("lateness"):
+                runs = [measure.lateness(bench, size["lateness_n"], size["lateness_window_s"], CONCURRENCY)
+                        for _ in range(size["lateness_repeats"])]
+                results.update(lateness_p50_ms=median_of(runs, "p50_ms"), lateness_p99_ms=median_of(runs, "p99_ms"),
+                               lateness_max_ms=median_of(runs, "max_ms"), lateness_runs=runs)
+            if wanted("aps"):
+                runs = [measure.aps_lateness(size["lateness_n"], size["lateness_window_s"])
+                        for _ in range(size["lateness_repeats"])]
+                results.update(aps_lateness_p50_ms=median_of(runs, "p50_ms"),
+                               aps_lateness_p99_ms=median_of(runs, "p99_ms"),
+                               aps_lateness_max_ms=median_of(runs, "max_ms"), aps_runs=runs)
+                if "lateness_p99_ms" in results:
+                    results["lateness_p99_vs_aps"] = results["lateness_p99_ms"] / results["aps_lateness_p99_ms"]
+            if wanted("throughput"):
+                runs = [measure.throughput(bench, size["throughput_n"], CONCURRENCY)
+                        for _ in range(size["throughput_repeats"])]
+                results.update(runs_per_s=median_of(runs, "runs_per_s"), throughput_runs=runs)
+            if wanted("post"):
+                got = measure.post_to_scheduled(bench, size["post_samples"], CONCURRENCY)
+                results.update(post_to_scheduled_p50_ms=got["p50_ms"], post_to_scheduled_p99_ms=got["p99_ms"])
+            if wanted("scale"):
+                got = measure.scale(bench, size["scale_n"], CONCURRENCY, size["scale_starts"])
+                results.update(rss_bytes_per_pending_task_100k=got["bytes_per_task"], ready_s_100k=got["ready_s"],
+                               scale=got)
+            if wanted("state"):
+                got = measure.state_bytes(size["state_n"])
+                results.update(rss_bytes_per_pending_task_1m=got["bytes_per_task"], state=got)
+        finally:
+            bench.close()
+    results["load_average_after"] = load_average()
+    return results
+
+
+def table(results: dict) -> str:
+    rows = [("lateness_p50_ms", "ms"), ("lateness_p99_ms", "ms"), ("lateness_max_ms", "ms"),
+            ("aps_lateness_p50_ms", "ms"), ("aps_lateness_p99_ms", "ms"), ("lateness_p99_vs_aps", "x"),
+            ("runs_per_s", "/s"), ("post_to_scheduled_p99_ms", "ms"),
+            ("rss_bytes_per_pending_task_100k", "B"), ("rss_bytes_per_pending_task_1m", "B"),
+            ("ready_s_100k", "s")]
+    lines = [f"{'figure':34} {'value':>12}  {'target':>10}  ok",
+             f"{'-' * 34} {'-' * 12}  {'-' * 10}  --"]
+    for key, unit in rows:
+        if key not in results:
+            continue
+        value = results[key]
+        limit, sense = TARGETS.get(key, (None, ""))
+        target = f"{sense} {limit:g}" if limit is not None else ""
+        ok = "" if limit is None else ("yes" if (value <= limit if sense == "<=" else value >= limit) else "NO")
+        lines.append(f"{key:34} {value:>12.2f}  {target:>10}  {ok}")
+    s = results["sizes"]
+    lines.append(f"cpus {results['cpu_count']}, load {results['load_average_before']} -> "
+                 f"{results['load_average_after']}; {'quick' if results['quick'] else 'full'}: "
+                 f"lateness {s['lateness_n']} over {s['lateness_window_s']:g}s x{s['lateness_repeats']}, "
+                 f"throughput {s['throughput_n']} x{s['throughput_repeats']}, RSS/ready at {s['scale_n']} "
+                 f"(the _100k keys), state at {s['state_n']} (the _1m key)")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller N, under a minute, same keys")
+    parser.add_argument("--only", nargs="+", choices=["lateness", "aps", "throughput", "post", "scale", "state"],
+                        help="run only these measurements (while developing)")
+    args = parser.parse_args()
+    results = run(args.quick, set(args.only) if args.only else None)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"written: {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Each measurement: set up a database, run a real worker against it, return figures."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.harness import HOST, WORKER, count, ms_epoch, percentile, post, rss_bytes, task, wait_count
+
+HERE = Path(__file__).resolve().parent
+CLAIM_S_PER_TASK = 0.0008    # head start per posted task, so every task is claimed before its date
+SETTLE_S = 2.0               # after READY, before reading RSS: the feed's first request, the heartbeat
+
+
+def _wait_claimed(couch, n, due_s) -> bool:
+    """Wait until all n tasks are `scheduled`; False if the first date came first."""
+    while time.time() < due_s:
+        if count(couch, "scheduled") >= n:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
+    """n stamp tasks due evenly across window_s; lateness = the job's first line minus the date."""
+    couch = bench.database("lateness")
+    out = bench.work_dir / f"stamps-{couch.database}.txt"
+    w = bench.worker(couch, "lateness", concurrency).start(timeout_s=60)
+    try:
+        first_s = ms_epoch(time.time() + 2 + n * CLAIM_S_PER_TASK)
+        docs = []
+        for i in range(n):
+            at = ms_epoch(first_s + i * window_s / n)
+            docs.append(task("stamp", at, {"out": str(out), "at": at}))
+        post(couch, docs)
+        claimed = _wait_claimed(couch, n, first_s)
+        deadline = time.monotonic() + window_s + 120 + (first_s - time.time())
+        lines = []
+        while time.monotonic() < deadline:
+            lines = out.read_text().splitlines() if out.exists() else []
+            if len(lines) >= n:
+                break
+            time.sleep(0.2)
+        late_ms = []
+        for line in lines:
+            _, at, started = line.split()
+            late_ms.append((float(started) - float(at)) * 1000)
+        if len(late_ms) < n:
+            raise RuntimeError(f"lateness: only {len(late_ms)} of {n} runs started")
+        wait_count(couch, "done", n, timeout_s=120)
+    finally:
+        w.stop()
+    return {"p50_ms": percentile(late_ms, 50), "p99_ms": percentile(late_ms, 99),
+            "max_ms": max(late_ms), "early": sum(1 for x in late_ms if x < 0),
+            "claimed_before_due": claimed}
+
+
+def aps_lateness(n: int, window_s: float) -> dict:
+    """The same tasks in APScheduler 3.x, in a process of its own."""
+    proc = subprocess.run([sys.executable, "-m", "bench.aps", str(n), str(window_s)],
+                          capture_output=True, text=True, cwd=HERE.parent, timeout=window_s + 300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.aps failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def throughput(bench, n: int, concurrency: int) -> dict:
+    """n no-op tasks all due at the same moment: from that moment until all are `done` in CouchDB."""
+    couch = bench.database("throughput")
+    w = bench.worker(couch, "throughput", concurrency).start(timeout_s=60)
+    try:
+        due_s = ms_epoch(time.time() + 2 + n * CLAIM_S_PER_TASK)
+        post(couch, [task("noop", due_s, {}) for _ in range(n)])
+        claimed = _wait_claimed(couch, n, due_s)
+        start_s = max(due_s, time.time())
+        if start_s > time.time():
+            time.sleep(start_s - time.time())
+        done_s = wait_count(couch, "done", n, timeout_s=300)
+    finally:
+        w.stop()
+    return {"runs_per_s": n / (done_s - start_s), "elapsed_s": done_s - start_s, "claimed_before_due": claimed}
+
+
+def post_to_scheduled(bench, samples: int, concurrency: int) -> dict:
+    """POST one far-future task, then GET it until the worker's `scheduled` shows; one at a time."""
+    couch = bench.database("post")
+    w = bench.worker(couch, "post", concurrency).start(timeout_s=60)
+    took_ms = []
+    try:
+        for _ in range(samples):
+            doc = task("noop", time.time() + 86400, {})
+            t0 = time.perf_counter()
+            doc_id, _ = couch.post(doc)
+            while couch.get(doc_id).get("status") != "scheduled":
+                if time.perf_counter() - t0 > 30:
+                    raise RuntimeError(f"task {doc_id} not scheduled within 30s")
+            took_ms.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.02)
+    finally:
+        w.stop()
+    return {"p50_ms": percentile(took_ms, 50), "p99_ms": percentile(took_ms, 99)}
+
+
+def owned_scheduled_task(date_s: float) -> dict:
+    """A task as it stands once our worker claimed it: what a restart finds."""
+    doc = task("noop", date_s, {"n": 1})
+    doc.update(status="scheduled", owner={"process": f"{WORKER}:{HOST}:0", "host": HOST, "pid": 1},
+               anchor=doc["date"], occurrence=0)
+    return doc
+
+
+def scale(bench, n: int, concurrency: int, starts: int) -> dict:
+    """RSS per pending task and time to READY with n pending tasks (a restart: all already ours)."""
+    empty = bench.database("empty")
+    w = bench.worker(empty, "empty", concurrency).start(timeout_s=60)
+    time.sleep(SETTLE_S)
+    rss_empty = rss_bytes(w.proc.pid)
+    w.stop()
+    couch = bench.database("scale")
+    far_s = time.time() + 30 * 86400
+    batch = []
+    for i in range(n):
+        batch.append(owned_scheduled_task(ms_epoch(far_s + i)))
+        if len(batch) == 10_000:
+            post(couch, batch)
+            batch = []
+    post(couch, batch)
+    ready = []
+    rss = None
+    for _ in range(starts):
+        w = bench.worker(couch, "scale", concurrency)
+        t0 = time.monotonic()
+        w.start(timeout_s=600)
+        ready.append(time.monotonic() - t0)
+        if rss is None:
+            time.sleep(SETTLE_S)
+            rss = rss_bytes(w.proc.pid)
+            armed = "%d armed" % n in w.log()
+        w.stop(timeout_s=120)
+    return {"ready_s": sorted(ready)[len(ready) // 2], "ready_all_s": ready, "rss_empty_bytes": rss_empty,
+            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed}
+
+
+def state_bytes(n: int) -> dict:
+    """The worker's in-memory state for n pending tasks, built by its own code, in a fresh process."""
+    proc = subprocess.run([sys.executable, "-m", "bench.memstate", str(n)], capture_output=True, text=True,
+                          cwd=HERE.parent, timeout=1800, env={**os.environ, "AFTER_CONFIG": os.devnull})
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.memstate failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
