@@ -436,3 +436,28 @@ def kill_leftover(pid_file: Path):
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
     except (OSError, ValueError):
         pass
+
+
+# ---- the man page ----------------------------------------------------------------------------
+
+def test_man_page_documents_every_command_and_option():
+    """packaging/after.1 stays in sync with the parser: each command and each of its options."""
+    import argparse
+    import re
+
+    from afterd.cli import build_parser
+
+    page = (Path(__file__).resolve().parent.parent / "packaging" / "after.1").read_text()
+    text = re.sub(r"\\f[BIRP]", "", page).replace("\\-", "-")
+    parser = build_parser()
+    [subparsers] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert sorted(subparsers.choices) == sorted(COMMANDS)
+    missing = []
+    for name, sub in subparsers.choices.items():
+        if not re.search(rf"^\.(B|BI|BR) \"?{name}\b", page, re.M):
+            missing.append(f"command {name}")
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag not in ("--help",) and flag not in text:
+                    missing.append(f"{name} {flag}")
+    assert missing == []
