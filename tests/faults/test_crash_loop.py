@@ -25,11 +25,12 @@ def crash_loop(couch, couch_url, db_name, spawn, records, *, tasks, span_s, kill
     rng = random.Random(seed)
     base = utcnow() + timedelta(seconds=4)
     step_s = span_s / tasks
-    docs = [record_task(records, base + timedelta(seconds=i * step_s), args={"sleep_s": 0.2})
+    docs = [record_task(records, base + timedelta(seconds=i * step_s), args={"sleep_s": 0.1})
             for i in range(tasks)]
     ids = post_all(couch, docs)
     last_due_s = base.timestamp() + span_s
-    w = spawn("manobi", couch_url, db_name)
+    # 8 at a time, so the backlog left by each restart clears between kills.
+    w = spawn("manobi", couch_url, db_name, after_concurrency=8)
     w.start()
     killed = 0
     began = time.monotonic()

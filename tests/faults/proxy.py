@@ -1,0 +1,96 @@
+"""A small TCP proxy on a loopback address, which a test can cut and restore.
+
+One per simulated host: the host's worker reaches CouchDB only through it, so cutting
+it isolates that host alone, like a network partition. cut() closes every open
+connection and stops listening (new connections are refused); restore() listens again
+on the same address and port.
+"""
+
+import socket
+import threading
+
+
+class CuttableProxy:
+    def __init__(self, listen_host: str, upstream: tuple[str, int]):
+        self.listen_host = listen_host
+        self.upstream = upstream
+        self.port = None
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._listener = None
+        self.cuts = 0
+
+    @property
+    def url(self):
+        return f"http://{self.listen_host}:{self.port}"
+
+    def start(self):
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((self.listen_host, self.port or 0))
+        self.port = self._listener.getsockname()[1]
+        self._listener.listen(64)
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return   # closed by cut() or close()
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:   # cut meanwhile
+                    client.close(), server.close()
+                    return
+                self._conns.update((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source, sink):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            with self._lock:
+                self._conns.discard(source), self._conns.discard(sink)
+
+    def cut(self):
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = self._conns, set()
+        self.cuts += 1
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)   # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            listener.close()
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self):
+        self.start()
+
+    close = cut
