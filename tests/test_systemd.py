@@ -291,9 +291,11 @@ def test_two_instances_side_by_side(systemd_container, worker, couch_url, db_nam
 def test_stop_lets_a_running_job_finish(systemd_container, worker, couch_url, db_name):
     box = systemd_container
     name, unit = worker()
-    job_s = 4.0
+    job_s = 6.0       # long enough to see it running, short enough for a quick test
     task_id = post_task(couch_url, db_name, name, "slow", [job_s])
     wait_status(couch_url, db_name, task_id, {"running"})
+    # STATUS= is kept current: the running job shows in `systemctl status`.
+    wait_for(lambda: ", 1 running" in show(box, unit, "StatusText"), 30, "STATUS= to count the running job", 0.2)
     started = time.monotonic()
     box.run(["systemctl", "stop", unit], timeout_s=120)
     assert time.monotonic() - started < 60     # well within TimeoutStopSec: no SIGKILL needed
