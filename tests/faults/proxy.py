@@ -10,8 +10,18 @@ import socket
 import threading
 
 
+GARBAGE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n"
+           b"{\"results\": [{\"seq\": \x00\xff, \"id\": ]]]} not json at all \x1b[31m!!!!!!!!!!!")
+HANG_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+             b"{\"results\": [{\"seq\": \"1-")
+
+
 class CuttableProxy:
+    """mode: "pass" (relay to upstream), "garbage" (answer every request with a broken
+    response) or "hang" (send headers and half a body, then nothing, forever)."""
+
     def __init__(self, listen_host: str, upstream: tuple[str, int]):
+        self.mode = "pass"
         self.listen_host = listen_host
         self.upstream = upstream
         self.port = None
@@ -39,6 +49,11 @@ class CuttableProxy:
                 client, _ = listener.accept()
             except OSError:
                 return   # closed by cut() or close()
+            if self.mode != "pass":
+                with self._lock:
+                    self._conns.add(client)
+                threading.Thread(target=self._fake, args=(client,), daemon=True).start()
+                continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
                 server.settimeout(None)
@@ -71,6 +86,34 @@ class CuttableProxy:
                 s.close()
             with self._lock:
                 self._conns.discard(source), self._conns.discard(sink)
+
+    def _fake(self, client):
+        try:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = client.recv(65536)
+                if not data:
+                    return
+                request += data
+            if self.mode == "garbage":
+                client.sendall(GARBAGE)
+                client.close()
+            else:
+                client.sendall(HANG_HEAD)   # and then nothing: the client's timeout must act
+        except OSError:
+            pass
+
+    def set_mode(self, mode: str):
+        """Switch behaviour; open connections are dropped so long-polls meet the new mode."""
+        self.mode = mode
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
 
     def cut(self):
         with self._lock:

@@ -180,3 +180,30 @@ def test_documents_forced_in_before_the_design_end_as_error_and_the_worker_goes_
     print(f"\nforced in: {len(ids)} documents, {len(active)} were manobi's to handle, "
           f"{sum(1 for d in final.values() if d['status'] == 'error')} ended as error")
     assert untouched == [], "the worker changed documents that were not its tasks"
+
+
+def test_a_server_that_answers_garbage_or_hangs_is_survived(couch, couch_url, db_name, spawn, records):
+    from urllib.parse import urlsplit
+
+    from proxy import CuttableProxy
+
+    upstream = urlsplit(couch_url)
+    front = CuttableProxy("127.0.0.5", (upstream.hostname, upstream.port)).start()
+    try:
+        w = spawn("manobi", front.url, db_name).start()
+        soon = lambda s: datetime.now(timezone.utc) + timedelta(seconds=s)  # noqa: E731
+        [first] = post_all(couch, [record_task(records, soon(2))])
+        assert wait_final(couch, [first], 20)[first]["status"] == "done"
+        posted = []
+        for mode in ("garbage", "hang"):
+            front.set_mode(mode)
+            posted += post_all(couch, [record_task(records, soon(3))])   # straight to the real server
+            time.sleep(12)      # the bad server's turn: longer than a request timeout
+            assert w.alive(), f"the worker died on a server answering {mode}:\n{w.log_tail()}"
+        front.set_mode("pass")
+        final = wait_final(couch, posted, 90)
+        assert {d["status"] for d in final.values()} == {"done"}
+        assert len([r for r in read_runs(records) if r["event"] == "start"]) == 3
+        assert w.alive()
+    finally:
+        front.close()
