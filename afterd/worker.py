@@ -17,6 +17,7 @@ intent (fsync) -> runner; outcome -> journal (fsync) -> CouchDB -> journal
 """
 
 import errno
+import json
 import logging
 import os
 import select
@@ -50,19 +51,39 @@ IDLE_WAKE_S = 5.0        # upper bound on a select, for STATUS and lease checks
 FORGOTTEN_MAX = 100_000  # finished tasks remembered, to tell stale feed echoes apart
 
 
-@dataclass(eq=False)
 class Entry:
-    """What the loop knows of one task it owns or is about to own."""
-    doc: dict                      # latest version we know (with _rev)
-    phase: str = "new"             # new | armed | paused | starting | running | finishing
-    run_id: str | None = None
-    writing: bool = False          # a write of this doc is in flight
-    latest: dict | None = None     # a newer version seen while writing: decide on it after
-    outcome: dict | None = None    # outcome fields waiting to be written
-    cancel: bool = False           # the user asked to cancel the current run
-    confirm_first: bool = False    # write `running` and see it succeed before starting
-    spec: object = None            # the RunSpec of the current run
-    taking_from: str | None = None  # the dead process whose run we are settling
+    """What the loop knows of one task it owns or is about to own.
+
+    The document is held as compact JSON and decoded on each read of `doc`: a worker
+    holds every pending task (a million is a target), and a parsed document costs
+    about 2,900 bytes where its JSON costs about 300 (docs/benchmarks.md). `doc` is read
+    a few times per run, each read a fresh copy, so callers may change what they get.
+    """
+    __slots__ = ("id", "_packed", "phase", "run_id", "writing", "latest", "outcome", "cancel",
+                 "confirm_first", "spec", "taking_from")
+
+    def __init__(self, doc: dict):
+        self.id = doc.get("_id")       # the same str object as the key in Worker.entries
+        self.doc = doc                 # latest version we know (with _rev)
+        self.phase = "new"             # new | armed | paused | starting | running | finishing
+        self.run_id: str | None = None
+        self.writing = False           # a write of this doc is in flight
+        self.latest: dict | None = None    # a newer version seen while writing: decide on it after
+        self.outcome: dict | None = None   # outcome fields waiting to be written
+        self.cancel = False            # the user asked to cancel the current run
+        self.confirm_first = False     # write `running` and see it succeed before starting
+        self.spec = None               # the RunSpec of the current run
+        self.taking_from: str | None = None  # the dead process whose run we are settling
+
+    @property
+    def doc(self) -> dict:
+        return {"_id": self.id, **json.loads(self._packed)}
+
+    @doc.setter
+    def doc(self, value: dict):
+        # Without _id: self.id has it, and ids are a tenth of a small document.
+        body = {k: v for k, v in value.items() if k != "_id"}
+        self._packed = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Worker:
@@ -120,7 +141,8 @@ class Worker:
         self.runner = Runner(s.jobs_dir, on_outcome=lambda o: self._post("outcome", o),
                              on_start=lambda run, t: self._post("started", run, t),
                              concurrency=s.concurrency, kill_grace_s=s.kill_grace_s,
-                             trusted_uids={0, os.geteuid()}, journal_path=self.journal.path)
+                             trusted_uids={0, os.geteuid()}, journal_path=self.journal.path,
+                             memory_limit_bytes=s.memory_limit_bytes)
         self.runner.start()
         self.heartbeat = Heartbeat(Couch(s.couchdb_url, s.database), self.me, lease_s=s.lease_s,
                                    skew_margin_s=s.skew_margin_s, state_dir=self.state_dir,
@@ -462,18 +484,20 @@ class Worker:
                             "finished_at": format_date(clock.now())}, "refused")
 
     def _arm(self, entry):
+        doc = entry.doc
         try:
-            task = parse_task(entry.doc)
+            task = parse_task(doc)
         except TaskError as e:
-            self._refuse(entry.doc, e)
+            self._refuse(doc, e)
             return
-        run = claims.run_id(task.id, format_date(task.date), entry.doc.get("attempts", 0))
-        prior = self._predecessor.pop(run, None)
-        if prior is not None and prior.state in ("started", "outcome"):
-            self._settle_predecessor(entry, run, prior)
-            return
+        if self._predecessor:   # only after a restart over a journal with open runs
+            run = claims.run_id(task.id, format_date(task.date), doc.get("attempts", 0))
+            prior = self._predecessor.pop(run, None)
+            if prior is not None and prior.state in ("started", "outcome"):
+                self._settle_predecessor(entry, run, prior)
+                return
         entry.phase = "armed"
-        self.timers.arm(task.id, task.date.timestamp())
+        self.timers.arm(entry.id, task.date.timestamp())
 
     def _recover_running(self, entry):
         """Ours and `running`, but not in this process: our predecessor in this slot ran it."""
