@@ -345,7 +345,7 @@ class Couch:
             raise Unavailable(f"CouchDB at {self.base_url} dropped the _changes request: "
                               f"{connection_reason(e)}") from None
         except requests.RequestException as e:
-            raise Unavailable(f"CouchDB at {self.base_url} broke the _changes request: {type(e).__name__}") from None
+            raise Unavailable(f"CouchDB at {self.base_url} is unreachable: the _changes request broke ({type(e).__name__})") from None
         finally:
             resp.close()
         try:

@@ -368,13 +368,14 @@ class Worker:
 
     def _ev_lease(self, until_s, why):
         if until_s is None:
-            self._problems["lease"] = f"CouchDB unreachable for the heartbeat: {why}"
+            self._set_problem("lease", f"heartbeat failed: {why}")
             return
-        self._problems.pop("lease", None)
+        self._set_problem("lease", None)
         self.lease_until_s = until_s
         if self._lease_lapsed:
             # We may have lost tasks to peers meanwhile: confirm each before running it.
             self._lease_lapsed = False
+            self._set_problem("paused", None)
             log.info("lease renewed after it had lapsed: resuming, confirming ownership run by run")
             for entry in self.entries.values():
                 if entry.phase == "paused":
@@ -387,19 +388,27 @@ class Worker:
     def _ev_feed(self, state, why):
         if state == "fatal":
             log.error("the change feed stopped for good: %s", why)
-            self._problems["feed"] = f"change feed failed: {why}"
+            self._set_problem("feed", f"change feed failed: {why}")
             self._stop_requests += 1
             self._fatal = True
         elif state == "retrying":
-            self._problems["feed"] = f"CouchDB unreachable, {why}"
+            self._set_problem("feed", f"change feed {why}")
         else:
-            self._problems.pop("feed", None)
+            self._set_problem("feed", None)
 
     def _ev_problem(self, source, why):
+        self._set_problem(source, why)
+
+    def _set_problem(self, source, why):
+        """What is wrong now, for STATUS; logged when it starts and when it ends."""
+        had = self._problems.get(source)
         if why:
+            if had is None:
+                log.warning("%s", why)
             self._problems[source] = why
-        else:
-            self._problems.pop(source, None)
+        elif had is not None:
+            del self._problems[source]
+            log.info("%s: recovered", source)
 
     # -- decisions -----------------------------------------------------------------
 
@@ -610,8 +619,8 @@ class Worker:
                 # We cannot know we still own it: do not start; resume when the lease is back.
                 entry.phase = "paused"
                 self._lease_lapsed = True
-                self._problems["lease"] = ("lease expired (CouchDB unreachable): not starting runs "
-                                           "until ownership is confirmed")
+                self._set_problem("paused", "lease expired (CouchDB unreachable): not starting runs "
+                                            "until ownership is confirmed")
                 continue
             self._begin(entry, task, at_s)
 

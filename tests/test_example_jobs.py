@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from afterd.jobapi import JobTask, run_job
+from afterd.jobapi import JobTask, prepare_module, run_job
 
 JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 
@@ -20,7 +20,8 @@ def run_example(job, arguments, *, date="2026-12-01T03:00:00Z", task_id="task-1"
     code = compile(path.read_bytes(), str(path), "exec")
     task = JobTask({"id": task_id, "worker": "test", "date": date, "arguments": arguments,
                     "doc": {"_id": task_id}}, job)
-    return run_job(code, f"after_job_{job}", str(path), task, None)
+    module = prepare_module(f"after_job_{job}", str(path))
+    return run_job(code, module, str(path), task, None)
 
 
 # ---- shell -------------------------------------------------------------------------------

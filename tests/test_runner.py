@@ -398,7 +398,7 @@ def test_dispatch_lateness_over_a_few_hundred_runs(make_runner):
     print(f"\ndispatch lateness over {len(lateness_ms)} runs: p50 {p50:.3f} ms, "
           f"p99 {p99:.3f} ms, max {lateness_ms[-1]:.3f} ms")
     assert lateness_ms[0] >= 0
-    assert p99 < 200   # generous: other work shares this machine's 2 cores
+    assert p99 < 1000  # a safety bound only (other work may share the 2 cores); make bench measures
 
 
 def test_a_package_job_imports_its_own_modules_and_shadows_nothing(runner):
