@@ -4,19 +4,23 @@ Disarming is lazy: the key's current deadline lives in a dict and stale heap
 entries are skipped when they surface, which keeps disarm O(1) and avoids
 rebuilding the heap. A rebuild happens only when stale entries outnumber live
 ones, so memory stays bounded by about twice the number of armed tasks.
+
+Heap entries are (deadline_s, key) and the dict holds the same float object: a
+worker arms up to a million tasks, so each costs one tuple and one dict slot
+(docs/benchmarks.md). Keys must be comparable (task ids: str); a stale entry that
+equals the live one (disarmed and re-armed at the same deadline) is harmless:
+whichever surfaces first pops the key, the other is then stale.
 """
 
 import heapq
-import itertools
 
 
 class Timers:
-    __slots__ = ("_heap", "_deadline", "_seq")
+    __slots__ = ("_heap", "_deadline")
 
     def __init__(self):
-        self._heap = []          # (deadline_s, seq, key)
-        self._deadline = {}      # key -> (deadline_s, seq) of its live entry
-        self._seq = itertools.count()
+        self._heap = []          # (deadline_s, key)
+        self._deadline = {}      # key -> deadline_s of its live entry
 
     def __len__(self):
         return len(self._deadline)
@@ -26,9 +30,10 @@ class Timers:
 
     def arm(self, key, deadline_s: float):
         """Arm (or re-arm) `key` for `deadline_s`; the previous deadline is forgotten."""
-        entry = (deadline_s, next(self._seq))
-        self._deadline[key] = entry
-        heapq.heappush(self._heap, (entry[0], entry[1], key))
+        if self._deadline.get(key) == deadline_s:
+            return   # already armed for exactly this: its heap entry is live
+        self._deadline[key] = deadline_s
+        heapq.heappush(self._heap, (deadline_s, key))
         if len(self._heap) > 2 * len(self._deadline) + 1024:
             self._compact()
 
@@ -36,8 +41,7 @@ class Timers:
         return self._deadline.pop(key, None) is not None
 
     def deadline(self, key):
-        entry = self._deadline.get(key)
-        return entry[0] if entry else None
+        return self._deadline.get(key)
 
     def next_deadline(self):
         """The earliest live deadline, or None when nothing is armed."""
@@ -51,7 +55,7 @@ class Timers:
             self._drop_stale()
             if not self._heap or self._heap[0][0] > horizon_s:
                 break
-            _, _, key = heapq.heappop(self._heap)
+            _, key = heapq.heappop(self._heap)
             del self._deadline[key]
             due.append(key)
         return due
@@ -59,11 +63,11 @@ class Timers:
     def _drop_stale(self):
         heap = self._heap
         while heap:
-            deadline_s, seq, key = heap[0]
-            if self._deadline.get(key) == (deadline_s, seq):
+            deadline_s, key = heap[0]
+            if self._deadline.get(key) == deadline_s:
                 return
             heapq.heappop(heap)
 
     def _compact(self):
-        self._heap = [(d, s, k) for k, (d, s) in self._deadline.items()]
+        self._heap = [(d, k) for k, d in self._deadline.items()]
         heapq.heapify(self._heap)

@@ -38,14 +38,15 @@ def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def run(quick: bool, only: set[str] | None) -> dict:
+def run(quick: bool, only: set[str] | None, keep: bool = False) -> dict:
     size = {k: v[1] if quick else v[0] for k, v in SIZES.items()}
     wanted = (lambda name: only is None or name in only)
     results: dict = {"quick": quick, "cpu_count": os.cpu_count(), "load_average_before": load_average(),
                      "concurrency": CONCURRENCY, "sizes": size,
                      "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with tempfile.TemporaryDirectory(prefix="after-bench-") as tmp:
-        bench = Bench(Path(tmp))
+        work = Path(tempfile.mkdtemp(prefix="after-bench-")) if keep else Path(tmp)
+        bench = Bench(work)
         try:
             if wanted("lateness"):
                 runs = [measure.lateness(bench, size["lateness_n"], size["lateness_window_s"], CONCURRENCY)
@@ -75,7 +76,9 @@ def run(quick: bool, only: set[str] | None) -> dict:
                 got = measure.state_bytes(size["state_n"])
                 results.update(rss_bytes_per_pending_task_1m=got["bytes_per_task"], state=got)
         finally:
-            bench.close()
+            bench.server.stop()
+            if keep:
+                print(f"kept: {work} (worker logs, job stamps, the server's data)")
     results["load_average_after"] = load_average()
     return results
 
@@ -110,8 +113,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller N, under a minute, same keys")
     parser.add_argument("--only", nargs="+", choices=["lateness", "aps", "throughput", "post", "scale", "state"],
                         help="run only these measurements (while developing)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) for a look afterwards")
     args = parser.parse_args()
-    results = run(args.quick, set(args.only) if args.only else None)
+    results = run(args.quick, set(args.only) if args.only else None, args.keep)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"written: {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
