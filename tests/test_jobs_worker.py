@@ -8,6 +8,7 @@ record, by the job's own clock, when each run started and ended.
 
 import os
 import shutil
+import signal
 import textwrap
 import time
 import uuid
@@ -20,7 +21,7 @@ from helpers import wait_for
 from test_engine import post_all, record_task, update, wait_final
 from workers import ENGINE_JOBS, WorkerProcess, read_runs
 
-ON_TIME_S = 0.3          # a run "on time" on a loaded 2-core machine
+ON_TIME_S = 0.5          # a run "on time" on a loaded 2-core machine (a stuck slot: 28 s)
 RELOAD_AFTER_S = 1.0     # the contract: a change counts for runs starting 1 s after it
 
 
@@ -149,7 +150,8 @@ def test_each_way_a_job_can_fail_ends_only_its_task_and_the_next_runs_on_time(
     assert {done[i]["status"] for i in follower_ids} == {"done"}
     late_s = {how: round(starts[i]["t"] - parse_date(done[i]["date"]).timestamp(), 3)
               for how, i in zip(FAILURES, follower_ids)}
-    assert all(0 <= s < ON_TIME_S for s in late_s.values()), f"seconds late behind each: {late_s}"
+    ran = {how: (done[f"fail-{how}"]["started_at"], done[f"fail-{how}"]["finished_at"]) for how in FAILURES}
+    assert all(0 <= s < ON_TIME_S for s in late_s.values()), f"seconds late behind each: {late_s}; {ran}"
     # all in the one worker process, which said why each failed
     assert w.alive()
     assert {d["owner"]["pid"] for d in done.values()} == {w.proc.pid}
@@ -217,9 +219,14 @@ def test_edits_additions_and_syntax_errors_take_effect_without_a_restart(couch, 
     assert broken["error"]["type"] == "SyntaxError"
     assert broken["error"]["message"].endswith(f"({jobs_dir / 'added.py'}, line 1)"), broken["error"]
     assert (other["status"], other.get("result")) == ("done", {"version": 2}), other
+    # SIGHUP (systemctl reload) forces a reload, logged, in the same process
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: "reload requested" in w.log(), 10, f"a logged reload after SIGHUP:\n{w.log_tail()}")
+    [after_hup] = run_now("version")
+    assert after_hup["result"] == {"version": 2}
     # The worker's process never changed
     assert w.alive() and w.proc.pid == pid and w.starts == 1
-    assert {d["owner"]["pid"] for d in (first, edited, added, broken, other)} == {pid}
+    assert {d["owner"]["pid"] for d in (first, edited, added, broken, other, after_hup)} == {pid}
     assert "jobs reloaded" in w.log()
 
 
