@@ -294,3 +294,21 @@ def test_200_tasks_due_in_one_second_run_4_at_a_time_in_date_order(couch, worker
     # queued_ms is the wait for a slot: part of the time from date to start, never more
     assert last["queued_ms"] <= waited_ms + 5, (last["queued_ms"], waited_ms)
     assert w.alive()
+
+
+@pytest.mark.parametrize("text, expected", [("300", 300 * 1024 * 1024), ("none", None), ("", None)])
+def test_memory_limit_setting_from_the_environment(text, expected):
+    from afterd.config import load_settings
+
+    settings = load_settings(env={"AFTER_CONFIG": os.devnull, "AFTER_MEMORY_LIMIT_MB": text})
+    assert settings.memory_limit_bytes == expected
+
+
+@pytest.mark.parametrize("text", ["0", "1.5", "lots"])
+def test_a_bad_memory_limit_is_a_one_line_error(text):
+    from afterd.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env={"AFTER_CONFIG": os.devnull, "AFTER_MEMORY_LIMIT_MB": text})
+    assert str(refused.value).startswith("AFTER_MEMORY_LIMIT_MB: memory_limit_mb must be a whole number")
+    assert "\n" not in str(refused.value)
