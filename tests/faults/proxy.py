@@ -22,6 +22,7 @@ class CuttableProxy:
 
     def __init__(self, listen_host: str, upstream: tuple[str, int]):
         self.mode = "pass"
+        self.blocked_paths: tuple[str, ...] = ()   # connections whose first request names one are dropped
         self.listen_host = listen_host
         self.upstream = upstream
         self.port = None
@@ -53,6 +54,9 @@ class CuttableProxy:
                 with self._lock:
                     self._conns.add(client)
                 threading.Thread(target=self._fake, args=(client,), daemon=True).start()
+                continue
+            if self.blocked_paths and self._names_blocked_path(client):
+                client.close()
                 continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
@@ -86,6 +90,18 @@ class CuttableProxy:
                 s.close()
             with self._lock:
                 self._conns.discard(source), self._conns.discard(sink)
+
+    def _names_blocked_path(self, client) -> bool:
+        """Peek at the request line (without consuming it) for a blocked path."""
+        client.settimeout(5)
+        try:
+            head = client.recv(4096, socket.MSG_PEEK)
+        except OSError:
+            return True
+        finally:
+            client.settimeout(None)
+        line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+        return any(path in line for path in self.blocked_paths)
 
     def _fake(self, client):
         try:

@@ -74,14 +74,19 @@ def trace_task(records, date):
 def test_a_host_cut_off_past_its_lease_loses_its_tasks_and_runs_nothing_twice(
         couch, db_name, spawn, records, proxies):
     workers = {h: spawn("manobi", p.url, db_name, state=f"state-{h}", after_host=h,
-                        after_lease_s=LEASE_S, after_skew_margin_s=SKEW_MARGIN_S).start()
+                        after_lease_s=LEASE_S, after_skew_margin_s=SKEW_MARGIN_S)
                for h, p in proxies.items()}
-    base = utcnow() + timedelta(seconds=6)
-    span_s = 48
+    # host-a alone claims the load (the first process to see a task claims it), then the
+    # others join: so the host that will be cut off surely owns tasks.
+    workers["host-a"].start()
+    base = utcnow() + timedelta(seconds=8)
+    span_s = 24   # the load ends before host-a is back; its return is the test below
     docs = [trace_task(records, base + timedelta(seconds=span_s * i / 240)) for i in range(240)]
     ids = post_all(couch, docs)
     wait_for(lambda: "waiting" not in statuses(couch, ids).values(), 20, "every task claimed")
-    wait_for(lambda: time.time() > base.timestamp() + 12, 30, "the load to be under way")
+    workers["host-b"].start()
+    workers["host-c"].start()
+    wait_for(lambda: time.time() > base.timestamp() + 4, 30, "the load to be under way")
     owned_at_cut = {d["_id"]: d for d in couch.find({"_id": {"$in": ids}})
                     if d.get("owner", {}).get("host") == "host-a"}
     proxies["host-a"].cut()
@@ -108,18 +113,48 @@ def test_a_host_cut_off_past_its_lease_loses_its_tasks_and_runs_nothing_twice(
     assert max(starts.values()) == 1, "an occurrence ran twice"
     assert all(w.alive() for w in workers.values())
     # The cut-off host stops starting runs when its own lease runs out.
-    late = [r for r in a_starts if cut_s + LEASE_S < r["t"] < restored_s]
+    late = [r for r in a_starts if cut_s + LEASE_S < r["t"]]
     assert not late, f"host-a started runs after its lease ran out: {late}"
     # Its tasks due after the takeover were run, once, by the others.
     assert len(taken) >= 5, "host-a owned too few tasks at the cut to test a takeover"
     for task_id in taken:
         doc = final[task_id]
         assert doc["status"] == "done" and doc["owner"]["host"] != "host-a", doc
-    # Back again, it runs nothing it no longer owns.
-    for r in a_starts:
-        if r["t"] >= restored_s:
-            assert final[r["task"]]["owner"]["host"] == "host-a", r
     # The only errors are runs whose fate the others could not know: host-a's, at the cut.
     for task_id in interrupted:
         assert final[task_id]["error"]["type"] == "Interrupted" and task_id in owned_at_cut
     assert {d["status"] for d in final.values()} <= {"done", "error"}
+
+
+@pytest.mark.xfail(strict=True, reason="bug: after a lapsed lease the worker confirms ownership only of runs "
+                   "that came due during the lapse (phase 'paused'); tasks still armed, or a lapse no due "
+                   "task noticed, start without confirmation although a peer took them over meanwhile "
+                   "(worker.py _ev_lease)")
+def test_back_from_a_partition_a_host_runs_nothing_it_no_longer_owns(couch, db_name, spawn, records, proxies):
+    """host-a owns tasks due after its partition ends; host-b takes them during it. When the
+    link comes back, heartbeat and writes pass but the change feed stays blocked a while
+    (a long-poll broken by a middlebox): host-a must confirm ownership before starting."""
+    a = spawn("manobi", proxies["host-a"].url, db_name, state="state-a", after_host="host-a",
+              after_lease_s=LEASE_S, after_skew_margin_s=SKEW_MARGIN_S).start()
+    partition_s = 2 * LEASE_S + 2
+    base = utcnow() + timedelta(seconds=partition_s + 6)
+    ids = post_all(couch, [trace_task(records, base + timedelta(seconds=0.25 * i)) for i in range(20)])
+    wait_for(lambda: set(statuses(couch, ids).values()) == {"scheduled"}, 20, "host-a to claim all")
+    b = spawn("manobi", proxies["host-b"].url, db_name, state="state-b", after_host="host-b",
+              after_lease_s=LEASE_S, after_skew_margin_s=SKEW_MARGIN_S).start()
+    proxies["host-a"].cut()
+    wait_for(lambda: all(d["owner"]["host"] == "host-b" for d in couch.find({"_id": {"$in": ids}})),
+             partition_s, "host-b to take over every task")
+    wait_for(lambda: time.time() > base.timestamp() - 6 + 0, 30, "the end of the partition")
+    proxies["host-a"].blocked_paths = ("_changes",)
+    proxies["host-a"].restore()
+    final = wait_final(couch, ids, 60)
+    proxies["host-a"].blocked_paths = ()
+    starts = starts_per_occurrence(records)
+    a_starts = [r for r in read_runs(records) if r["event"] == "start" and r["host"] == "host-a"]
+    print(f"\nback from a partition: {len(ids)} tasks taken over, {len(a_starts)} run by host-a anyway, "
+          f"{sum(1 for n in starts.values() if n > 1)} duplicates")
+    assert a.alive() and b.alive()
+    assert {d["owner"]["host"] for d in final.values()} == {"host-b"}
+    assert not a_starts, f"host-a ran {len(a_starts)} tasks it no longer owned"
+    assert max(starts.values()) == 1
