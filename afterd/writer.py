@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from afterd import clock
-from afterd.couch import CouchError, NotFound, Unavailable, Unauthorized
+from afterd.couch import CouchError, Unavailable, Unauthorized
 
 log = logging.getLogger("after.writer")
 
@@ -112,26 +112,29 @@ class Writer(threading.Thread):
         # order the documents were sent (CouchDB does). The loop keeps at most one
         # write per document in flight, so ids are unique within a batch.
         by_id = {res.get("id"): res for res in results}
+        conflicts = [w for w in batch if by_id.get(w.doc["_id"], {}).get("error") == "conflict"]
+        current = self._current([w.doc["_id"] for w in conflicts]) if conflicts else {}
         for write in batch:
             res = by_id.get(write.doc["_id"], {})
             if "rev" in res and "error" not in res:
                 self.on_result(WRITTEN, write, res["rev"])
             elif res.get("error") == "conflict":
-                self.on_result(CONFLICT, write, self._current(write.doc["_id"]))
+                self.on_result(CONFLICT, write, current.get(write.doc["_id"]))
             else:
                 reason = res.get("reason") or res.get("error") or "no answer for this document"
                 self.on_result(REFUSED, write, str(reason))
 
-    def _current(self, doc_id):
-        """The document as it is now, for the loop to decide again; None when deleted."""
+    def _current(self, doc_ids) -> dict:
+        """The documents as they are now (one request), for the loop to decide again.
+
+        A deleted document is simply absent: the loop reads that as gone.
+        """
         while True:
             try:
-                return self.couch.get(doc_id)
-            except NotFound:
-                return None
+                return {d["_id"]: d for d in self.couch.find({"_id": {"$in": doc_ids}})}
             except CouchError as e:
                 self.on_state(False, f"CouchDB unreachable, retrying in 1s: {e}")
                 with self._cond:
                     if self._stopping:
-                        return None
+                        return {}
                     self._cond.wait(1.0)

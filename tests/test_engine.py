@@ -7,6 +7,7 @@ its own clock (tests/engine_jobs/record.py), so the counts below are the jobs' o
 
 import random
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -31,9 +32,12 @@ def record_task(record_dir, date, worker="manobi", **fields):
 
 
 def post_all(couch, docs):
+    """POST the documents; their ids, in the order given (pouchdb answers in its own order)."""
+    for doc in docs:
+        doc.setdefault("_id", uuid.uuid4().hex)
     results = couch.bulk(docs)
     assert all("rev" in r for r in results), results
-    return [r["id"] for r in results]
+    return [d["_id"] for d in docs]
 
 
 def statuses(couch, ids):
@@ -45,7 +49,8 @@ def wait_final(couch, ids, timeout_s):
     def all_final():
         found = statuses(couch, ids)
         return all(s in FINAL for s in found.values())
-    wait_for(all_final, timeout_s, f"{len(ids)} tasks to end: {statuses(couch, ids)}")
+    # Polled every half second: a _find over a thousand ids is real work for the server.
+    wait_for(all_final, timeout_s, f"{len(ids)} tasks to end", interval_s=0.5)
     return {d["_id"]: d for d in couch.find({"_id": {"$in": list(ids)}})}
 
 
@@ -74,7 +79,7 @@ def worker(couch_url, db_name, tmp_path):
 
     def make(name="manobi", **env):
         w = WorkerProcess(name, couch_url, db_name, tmp_path / "state",
-                          env={k.upper(): str(v) for k, v in env.items()})
+                          env={f"AFTER_{k.upper()}": str(v) for k, v in env.items()})
         started.append(w)
         return w
     yield make
