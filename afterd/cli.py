@@ -7,7 +7,6 @@ traceback, never a password.
 import argparse
 import ast
 import json
-import os
 import re
 import sys
 from datetime import datetime, timedelta, timezone

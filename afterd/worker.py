@@ -16,7 +16,6 @@ intent (fsync) -> runner; outcome -> journal (fsync) -> CouchDB -> journal
 `written`. The journal is committed once per loop turn (group commit).
 """
 
-import errno
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from afterd.repeat import plan
 from afterd.runner import FORK_AHEAD_S, Runner, RunSpec
 from afterd.task import FINAL, TaskError, format_date, normalize_status, parse_date, parse_task
 from afterd.timers import Timers
-from afterd.writer import CONFLICT, REFUSED, WRITTEN, Write, Writer
+from afterd.writer import CONFLICT, WRITTEN, Write, Writer
 
 log = logging.getLogger("after.worker")
 

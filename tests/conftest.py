@@ -5,10 +5,7 @@ Apache CouchDB 3.x instead of the pinned pouchdb-server.
 """
 
 import os
-import shutil
-import tempfile
 import uuid
-from pathlib import Path
 
 import pytest
 import requests

@@ -6,7 +6,6 @@ docs/couchdb-differences.md.
 """
 
 import json
-import os
 import shutil
 import socket
 import subprocess

@@ -4,7 +4,6 @@ These drive a real Runner (and its zygote process) on job files written into a
 temporary folder; no CouchDB is needed.
 """
 
-import json
 import os
 import signal
 import statistics
@@ -12,7 +11,6 @@ import textwrap
 import threading
 import time
 import uuid
-from datetime import datetime
 
 import pytest
 
