@@ -38,8 +38,10 @@ def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def run(quick: bool, only: set[str] | None, keep: bool = False) -> dict:
+def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | None = None) -> dict:
     size = {k: v[1] if quick else v[0] for k, v in SIZES.items()}
+    if repeats:
+        size.update(lateness_repeats=repeats, throughput_repeats=repeats)
     wanted = (lambda name: only is None or name in only)
     results: dict = {"quick": quick, "cpu_count": os.cpu_count(), "load_average_before": load_average(),
                      "concurrency": CONCURRENCY, "sizes": size,
@@ -64,7 +66,13 @@ def run(quick: bool, only: set[str] | None, keep: bool = False) -> dict:
             if wanted("throughput"):
                 runs = [measure.throughput(bench, size["throughput_n"], CONCURRENCY)
                         for _ in range(size["throughput_repeats"])]
-                results.update(runs_per_s=median_of(runs, "runs_per_s"), throughput_runs=runs)
+                results.update(runs_per_s=median_of(runs, "runs_per_s"),
+                               worker_cpu_ms_per_task=median_of(runs, "worker_cpu_ms_per_task"),
+                               server_cpu_ms_per_task=median_of(runs, "server_cpu_ms_per_task"),
+                               throughput_runs=runs)
+                # What two otherwise idle cores could sustain at that CPU cost per task.
+                results["runs_per_s_cpu_bound"] = (os.cpu_count() * 1000 / (results["worker_cpu_ms_per_task"]
+                                                                            + results["server_cpu_ms_per_task"]))
             if wanted("post"):
                 got = measure.post_to_scheduled(bench, size["post_samples"], CONCURRENCY)
                 results.update(post_to_scheduled_p50_ms=got["p50_ms"], post_to_scheduled_p99_ms=got["p99_ms"])
@@ -86,7 +94,8 @@ def run(quick: bool, only: set[str] | None, keep: bool = False) -> dict:
 def table(results: dict) -> str:
     rows = [("lateness_p50_ms", "ms"), ("lateness_p99_ms", "ms"), ("lateness_max_ms", "ms"),
             ("aps_lateness_p50_ms", "ms"), ("aps_lateness_p99_ms", "ms"), ("lateness_p99_vs_aps", "x"),
-            ("runs_per_s", "/s"), ("post_to_scheduled_p99_ms", "ms"),
+            ("runs_per_s", "/s"), ("worker_cpu_ms_per_task", "ms"), ("server_cpu_ms_per_task", "ms"),
+            ("runs_per_s_cpu_bound", "/s"), ("post_to_scheduled_p50_ms", "ms"), ("post_to_scheduled_p99_ms", "ms"),
             ("rss_bytes_per_pending_task_100k", "B"), ("rss_bytes_per_pending_task_1m", "B"),
             ("ready_s_100k", "s")]
     lines = [f"{'figure':34} {'value':>12}  {'target':>10}  ok",
@@ -113,9 +122,11 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller N, under a minute, same keys")
     parser.add_argument("--only", nargs="+", choices=["lateness", "aps", "throughput", "post", "scale", "state"],
                         help="run only these measurements (while developing)")
+    parser.add_argument("--repeats", type=int, help="repeat lateness, APScheduler and throughput this often "
+                        "(default: 3, quick: 1)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) for a look afterwards")
     args = parser.parse_args()
-    results = run(args.quick, set(args.only) if args.only else None, args.keep)
+    results = run(args.quick, set(args.only) if args.only else None, args.keep, args.repeats)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"written: {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")

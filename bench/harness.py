@@ -1,11 +1,14 @@
 """The parts every measurement shares: a pouchdb-server, real `after start` workers, bulk posting."""
 
+import json
 import math
 import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_JOBS = Path(__file__).resolve().parent / "jobs"
@@ -72,19 +75,39 @@ def task(job: str, date_s: float, arguments: dict, **fields) -> dict:
             "job": {"name": job, "arguments": arguments}, **fields}
 
 
-def count(couch: Couch, status: str) -> int:
-    rows = couch.view("by_status", group=True, key=status)["rows"]
-    return rows[0]["value"] if rows else 0
+class Statuses:
+    """Every task's status, as CouchDB has it, followed through _changes (normal feed, from
+    where the last look ended). Not a view: pouchdb-server indexes a view on the query, which
+    takes seconds per 1,000 changes and stalls every other request meanwhile."""
+
+    def __init__(self, couch: Couch):
+        self.couch = couch
+        self.session = requests.Session()
+        self.since = 0
+        self.status: dict[str, str] = {}
+
+    def refresh(self) -> "Statuses":
+        url = f"{self.couch.base_url}/{self.couch.database}/_changes"
+        body = self.session.get(url, params={"since": json.dumps(self.since), "include_docs": "true"},
+                                timeout=120).json()
+        for row in body["results"]:
+            if not row["id"].startswith(("_design/", "after:")):
+                self.status[row["id"]] = (row.get("doc") or {}).get("status")
+        self.since = body["last_seq"]
+        return self
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.status.values() if s == status)
 
 
-def wait_count(couch: Couch, status: str, n: int, timeout_s: float) -> float:
+def wait_count(statuses: Statuses, status: str, n: int, timeout_s: float) -> float:
     """Wait until n tasks have `status`; the time (epoch) it was first seen."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if count(couch, status) >= n:
+        if statuses.refresh().count(status) >= n:
             return time.time()
         time.sleep(POLL_S)
-    raise RuntimeError(f"only {count(couch, status)} of {n} tasks reached {status} in {timeout_s:.0f}s")
+    raise RuntimeError(f"only {statuses.count(status)} of {n} tasks reached {status} in {timeout_s:.0f}s")
 
 
 def rss_bytes(pid) -> int:
@@ -94,6 +117,19 @@ def rss_bytes(pid) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's reaped descendants (a stopped worker, its zygote, its jobs)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds a live process has used (utime + stime, proc(5) fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:
