@@ -375,15 +375,22 @@ class Worker:
             self._set_problem("lease", f"heartbeat failed: {why}")
             return
         self._set_problem("lease", None)
+        # Lapsed: a start found it gone, or it ran out before this renewal came back
+        # (even if no task came due meanwhile to notice).
+        lapsed = self._lease_lapsed or (self.lease_until_s is not None
+                                        and clock.monotonic_s() >= self.lease_until_s)
         self.lease_until_s = until_s
-        if self._lease_lapsed:
-            # We may have lost tasks to peers meanwhile: confirm each before running it.
+        if lapsed:
+            # Peers may have taken any of our tasks while our lease was gone, and our
+            # feed may not have told us yet: every task not yet started confirms its
+            # ownership with a conditional write before it runs.
             self._lease_lapsed = False
             self._set_problem("paused", None)
             log.info("lease renewed after it had lapsed: resuming, confirming ownership run by run")
             for entry in self.entries.values():
-                if entry.phase == "paused":
+                if entry.phase in ("new", "armed", "paused"):
                     entry.confirm_first = True
+                if entry.phase == "paused":
                     self._arm(entry)
 
     def _ev_peer(self, beat, process, tasks, runs):

@@ -126,10 +126,6 @@ def test_a_host_cut_off_past_its_lease_loses_its_tasks_and_runs_nothing_twice(
     assert {d["status"] for d in final.values()} <= {"done", "error"}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: after a lapsed lease the worker confirms ownership only of runs "
-                   "that came due during the lapse (phase 'paused'); tasks still armed, or a lapse no due "
-                   "task noticed, start without confirmation although a peer took them over meanwhile "
-                   "(worker.py _ev_lease)")
 def test_back_from_a_partition_a_host_runs_nothing_it_no_longer_owns(couch, db_name, spawn, records, proxies):
     """host-a owns tasks due after its partition ends; host-b takes them during it. When the
     link comes back, heartbeat and writes pass but the change feed stays blocked a while
