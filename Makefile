@@ -3,6 +3,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: all deps run test test-quick bench bench-quick soak deb clean
 
@@ -34,10 +35,10 @@ test-quick: deps
 	$(PY) -m pytest -m "not systemd and not deb" $(PYTEST_ARGS)
 
 bench: deps
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 bench-quick: deps
-	$(PY) -m bench --quick
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 soak: deps
 	$(PY) -m pytest -m soak --run-soak $(PYTEST_ARGS)

@@ -19,6 +19,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 SIZES = {
     "lateness_n": (10_000, 1_000), "lateness_window_s": (10.0, 2.0), "lateness_repeats": (3, 1),
     "throughput_n": (20_000, 2_000), "throughput_repeats": (3, 1),
+    "paced_n": (600, 150), "paced_window_s": (20.0, 5.0),
     "post_samples": (300, 40),
     "scale_n": (100_000, 10_000), "scale_starts": (3, 1),
     "state_n": (1_000_000, 100_000),
@@ -55,6 +56,13 @@ def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | N
                         for _ in range(size["lateness_repeats"])]
                 results.update(lateness_p50_ms=median_of(runs, "p50_ms"), lateness_p99_ms=median_of(runs, "p99_ms"),
                                lateness_max_ms=median_of(runs, "max_ms"), lateness_runs=runs)
+            if wanted("paced"):
+                # The same measurement at a rate this machine sustains (see runs_per_s_cpu_bound):
+                # how precise the start is when runs do not queue.
+                got = measure.lateness(bench, size["paced_n"], size["paced_window_s"], CONCURRENCY)
+                results.update(paced_lateness_p50_ms=got["p50_ms"], paced_lateness_p99_ms=got["p99_ms"],
+                               paced_lateness_max_ms=got["max_ms"],
+                               paced_rate_per_s=size["paced_n"] / size["paced_window_s"])
             if wanted("aps"):
                 runs = [measure.aps_lateness(size["lateness_n"], size["lateness_window_s"])
                         for _ in range(size["lateness_repeats"])]
@@ -94,6 +102,7 @@ def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | N
 def table(results: dict) -> str:
     rows = [("lateness_p50_ms", "ms"), ("lateness_p99_ms", "ms"), ("lateness_max_ms", "ms"),
             ("aps_lateness_p50_ms", "ms"), ("aps_lateness_p99_ms", "ms"), ("lateness_p99_vs_aps", "x"),
+            ("paced_lateness_p50_ms", "ms"), ("paced_lateness_p99_ms", "ms"), ("paced_lateness_max_ms", "ms"),
             ("runs_per_s", "/s"), ("worker_cpu_ms_per_task", "ms"), ("server_cpu_ms_per_task", "ms"),
             ("runs_per_s_cpu_bound", "/s"), ("post_to_scheduled_p50_ms", "ms"), ("post_to_scheduled_p99_ms", "ms"),
             ("rss_bytes_per_pending_task_100k", "B"), ("rss_bytes_per_pending_task_1m", "B"),
@@ -120,7 +129,7 @@ def table(results: dict) -> str:
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller N, under a minute, same keys")
-    parser.add_argument("--only", nargs="+", choices=["lateness", "aps", "throughput", "post", "scale", "state"],
+    parser.add_argument("--only", nargs="+", choices=["lateness", "paced", "aps", "throughput", "post", "scale", "state"],
                         help="run only these measurements (while developing)")
     parser.add_argument("--repeats", type=int, help="repeat lateness, APScheduler and throughput this often "
                         "(default: 3, quick: 1)")

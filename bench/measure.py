@@ -12,6 +12,7 @@ from bench.harness import HOST, WORKER, Statuses, children_cpu_s, process_cpu_s,
 HERE = Path(__file__).resolve().parent
 LEAD_S = 3.0                 # head start before the first date, plus per task:
 CLAIM_S_PER_TASK = 0.003     # so every task is claimed before its date, even on a loaded machine
+STALL_S = 60.0               # give up when no run started for this long
 SETTLE_S = 2.0               # after READY, before reading RSS: the feed's first request, the heartbeat
 
 
@@ -38,12 +39,14 @@ def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
             docs.append(task("stamp", at, {"out": str(out), "at": at}))
         post(couch, docs)
         claimed = _wait_claimed(statuses, n, first_s)
-        deadline = time.monotonic() + window_s + 120 + (first_s - time.time())
-        lines = []
-        while time.monotonic() < deadline:
+        # However slow, wait while runs keep coming: the figure is how late, not whether.
+        lines, seen, stalled_at = [], -1, time.monotonic() + window_s + (first_s - time.time())
+        while time.monotonic() < stalled_at + STALL_S:
             lines = out.read_text().splitlines() if out.exists() else []
             if len(lines) >= n:
                 break
+            if len(lines) > seen:
+                seen, stalled_at = len(lines), max(stalled_at, time.monotonic())
             time.sleep(0.2)
         late_ms = []
         for line in lines:
@@ -51,7 +54,7 @@ def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
             late_ms.append((float(started) - float(at)) * 1000)
         if len(late_ms) < n:
             raise RuntimeError(f"lateness: only {len(late_ms)} of {n} runs started")
-        wait_count(statuses, "done", n, timeout_s=120)
+        wait_count(statuses, "done", n, timeout_s=1800)
     finally:
         w.stop()
     return {"p50_ms": percentile(late_ms, 50), "p99_ms": percentile(late_ms, 99),
