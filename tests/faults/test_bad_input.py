@@ -153,6 +153,10 @@ def test_the_door_kept_out_everything(door):
     assert door.refused >= BATCHES * BATCH_SIZE
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: the worker's `error` write for an unusable task (Worker._refuse) keeps the invalid "
+    "fields, so validate_doc_update refuses it too (403): the task stays `waiting` with no "
+    "reason a user can see; only the worker log says 'CouchDB refused our update'"))
 def test_documents_forced_in_before_the_design_end_as_error_and_the_worker_goes_on(
         couch_url, db_name, spawn, records):
     # No design document yet: nothing validates, so these are stored as they are.
@@ -160,6 +164,7 @@ def test_documents_forced_in_before_the_design_end_as_error_and_the_worker_goes_
     db.ensure_database()
     forced = [doc for _, _, doc in bad_docs(include_python_only=True)]
     forced += [hostile_doc().example() for _ in range(100)]
+    forced = [{k: v for k, v in doc.items() if k != "_id"} for doc in forced]   # two rows share an id
     results = db.bulk(forced)
     ids = [r["id"] for r in results if "rev" in r]
     assert len(ids) == len(forced), [r for r in results if "rev" not in r][:3]
