@@ -179,7 +179,7 @@ def test_documents_forced_in_before_the_design_end_as_error_and_the_worker_goes_
     def ended():
         now = {d["_id"]: d for d in db.find({"_id": {"$in": sorted(active)}})}
         return all(d["status"] in ("error", "canceled") for d in now.values()) and now
-    final = wait_for(ended, 60, "every forced-in task of manobi to end")
+    final = wait_for(ended, 30, "every forced-in task of manobi to end")
     for doc in final.values():
         if doc["status"] == "error":
             assert doc["error"]["type"] == "InvalidTask" and doc["error"]["message"], doc["error"]
