@@ -86,6 +86,9 @@ GOOD = [
     ("worker record", {"_id": "after:heartbeat:manobi:host:42", "type": "heartbeat", "worker": "manobi",
                        "at": "whatever"}),
     ("worker record not a task", {"_id": "after:lease:x", "type": "lease"}),
+    ("a worker's InvalidTask verdict keeps the bad fields it judged",
+     {"worker": "manobi", "date": "yesterday", "status": "error", "job": {"name": "../x"},
+      "error": {"type": "InvalidTask", "message": "date: 'yesterday' is not a date", "traceback": None}}),
 ]
 
 BAD = [

@@ -153,10 +153,6 @@ def test_the_door_kept_out_everything(door):
     assert door.refused >= BATCHES * BATCH_SIZE
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the worker's `error` write for an unusable task (Worker._refuse) keeps the invalid "
-    "fields, so validate_doc_update refuses it too (403): the task stays `waiting` with no "
-    "reason a user can see; only the worker log says 'CouchDB refused our update'"))
 def test_documents_forced_in_before_the_design_end_as_error_and_the_worker_goes_on(
         couch_url, db_name, spawn, records):
     # No design document yet: nothing validates, so these are stored as they are.
