@@ -39,6 +39,15 @@ def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def attempt(results: dict, name: str, measurement):
+    """Run one measurement; a failure is recorded in results["errors"] and the others still run."""
+    try:
+        measurement()
+    except Exception as e:  # noqa: BLE001 - any failure of one measurement is a figure to report
+        results.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"
+        print(f"{name}: failed: {type(e).__name__}: {e}")
+
+
 def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | None = None) -> dict:
     size = {k: v[1] if quick else v[0] for k, v in SIZES.items()}
     if repeats:
@@ -52,45 +61,59 @@ def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | N
         bench = Bench(work)
         try:
             if wanted("lateness"):
-                runs = [measure.lateness(bench, size["lateness_n"], size["lateness_window_s"], CONCURRENCY)
-                        for _ in range(size["lateness_repeats"])]
-                results.update(lateness_p50_ms=median_of(runs, "p50_ms"), lateness_p99_ms=median_of(runs, "p99_ms"),
-                               lateness_max_ms=median_of(runs, "max_ms"), lateness_runs=runs)
+                def step():
+                    runs = [measure.lateness(bench, size["lateness_n"], size["lateness_window_s"], CONCURRENCY)
+                            for _ in range(size["lateness_repeats"])]
+                    results.update(lateness_p50_ms=median_of(runs, "p50_ms"), lateness_p99_ms=median_of(runs, "p99_ms"),
+                                   lateness_max_ms=median_of(runs, "max_ms"), lateness_runs=runs)
+                attempt(results, "lateness", step)
             if wanted("paced"):
-                # The same measurement at a rate this machine sustains (see runs_per_s_cpu_bound):
-                # how precise the start is when runs do not queue.
-                got = measure.lateness(bench, size["paced_n"], size["paced_window_s"], CONCURRENCY)
-                results.update(paced_lateness_p50_ms=got["p50_ms"], paced_lateness_p99_ms=got["p99_ms"],
-                               paced_lateness_max_ms=got["max_ms"],
-                               paced_rate_per_s=size["paced_n"] / size["paced_window_s"])
+                def step():
+                    # The same measurement at a rate this machine sustains (see runs_per_s_cpu_bound):
+                    # how precise the start is when runs do not queue.
+                    got = measure.lateness(bench, size["paced_n"], size["paced_window_s"], CONCURRENCY)
+                    results.update(paced_lateness_p50_ms=got["p50_ms"], paced_lateness_p99_ms=got["p99_ms"],
+                                   paced_lateness_max_ms=got["max_ms"],
+                                   paced_rate_per_s=size["paced_n"] / size["paced_window_s"])
+                attempt(results, "paced", step)
             if wanted("aps"):
-                runs = [measure.aps_lateness(size["lateness_n"], size["lateness_window_s"])
-                        for _ in range(size["lateness_repeats"])]
-                results.update(aps_lateness_p50_ms=median_of(runs, "p50_ms"),
-                               aps_lateness_p99_ms=median_of(runs, "p99_ms"),
-                               aps_lateness_max_ms=median_of(runs, "max_ms"), aps_runs=runs)
-                if "lateness_p99_ms" in results:
-                    results["lateness_p99_vs_aps"] = results["lateness_p99_ms"] / results["aps_lateness_p99_ms"]
+                def step():
+                    runs = [measure.aps_lateness(size["lateness_n"], size["lateness_window_s"])
+                            for _ in range(size["lateness_repeats"])]
+                    results.update(aps_lateness_p50_ms=median_of(runs, "p50_ms"),
+                                   aps_lateness_p99_ms=median_of(runs, "p99_ms"),
+                                   aps_lateness_max_ms=median_of(runs, "max_ms"), aps_runs=runs)
+                    if "lateness_p99_ms" in results:
+                        results["lateness_p99_vs_aps"] = results["lateness_p99_ms"] / results["aps_lateness_p99_ms"]
+                attempt(results, "aps", step)
             if wanted("throughput"):
-                runs = [measure.throughput(bench, size["throughput_n"], CONCURRENCY)
-                        for _ in range(size["throughput_repeats"])]
-                results.update(runs_per_s=median_of(runs, "runs_per_s"),
-                               worker_cpu_ms_per_task=median_of(runs, "worker_cpu_ms_per_task"),
-                               server_cpu_ms_per_task=median_of(runs, "server_cpu_ms_per_task"),
-                               throughput_runs=runs)
-                # What two otherwise idle cores could sustain at that CPU cost per task.
-                results["runs_per_s_cpu_bound"] = (os.cpu_count() * 1000 / (results["worker_cpu_ms_per_task"]
-                                                                            + results["server_cpu_ms_per_task"]))
+                def step():
+                    runs = [measure.throughput(bench, size["throughput_n"], CONCURRENCY)
+                            for _ in range(size["throughput_repeats"])]
+                    results.update(runs_per_s=median_of(runs, "runs_per_s"),
+                                   worker_cpu_ms_per_task=median_of(runs, "worker_cpu_ms_per_task"),
+                                   server_cpu_ms_per_task=median_of(runs, "server_cpu_ms_per_task"),
+                                   throughput_runs=runs)
+                    # What two otherwise idle cores could sustain at that CPU cost per task.
+                    results["runs_per_s_cpu_bound"] = (os.cpu_count() * 1000 / (results["worker_cpu_ms_per_task"]
+                                                                                + results["server_cpu_ms_per_task"]))
+                attempt(results, "throughput", step)
             if wanted("post"):
-                got = measure.post_to_scheduled(bench, size["post_samples"], CONCURRENCY)
-                results.update(post_to_scheduled_p50_ms=got["p50_ms"], post_to_scheduled_p99_ms=got["p99_ms"])
+                def step():
+                    got = measure.post_to_scheduled(bench, size["post_samples"], CONCURRENCY)
+                    results.update(post_to_scheduled_p50_ms=got["p50_ms"], post_to_scheduled_p99_ms=got["p99_ms"])
+                attempt(results, "post", step)
             if wanted("scale"):
-                got = measure.scale(bench, size["scale_n"], CONCURRENCY, size["scale_starts"])
-                results.update(rss_bytes_per_pending_task_100k=got["bytes_per_task"], ready_s_100k=got["ready_s"],
-                               scale=got)
+                def step():
+                    got = measure.scale(bench, size["scale_n"], CONCURRENCY, size["scale_starts"])
+                    results.update(rss_bytes_per_pending_task_100k=got["bytes_per_task"], ready_s_100k=got["ready_s"],
+                                   scale=got)
+                attempt(results, "scale", step)
             if wanted("state"):
-                got = measure.state_bytes(size["state_n"])
-                results.update(rss_bytes_per_pending_task_1m=got["bytes_per_task"], state=got)
+                def step():
+                    got = measure.state_bytes(size["state_n"])
+                    results.update(rss_bytes_per_pending_task_1m=got["bytes_per_task"], state=got)
+                attempt(results, "state", step)
         finally:
             bench.server.stop()
             if keep:

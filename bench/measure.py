@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from afterd.couch import Couch
 from bench.harness import HOST, WORKER, Statuses, children_cpu_s, process_cpu_s, ms_epoch, percentile, post, rss_bytes, task, wait_count
 
 HERE = Path(__file__).resolve().parent
@@ -30,8 +31,9 @@ def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
     couch = bench.database("lateness")
     out = bench.work_dir / f"stamps-{couch.database}.txt"
     statuses = Statuses(couch)
-    w = bench.worker(couch, "lateness", concurrency).start(timeout_s=60)
+    w = bench.worker(couch, "lateness", concurrency)
     try:
+        w.start(timeout_s=60)
         first_s = ms_epoch(time.time() + LEAD_S + n * CLAIM_S_PER_TASK)
         docs = []
         for i in range(n):
@@ -76,8 +78,9 @@ def throughput(bench, n: int, concurrency: int) -> dict:
     couch = bench.database("throughput")
     statuses = Statuses(couch)
     server_cpu0_s, worker_cpu0_s = process_cpu_s(bench.server.proc.pid), children_cpu_s()
-    w = bench.worker(couch, "throughput", concurrency).start(timeout_s=60)
+    w = bench.worker(couch, "throughput", concurrency)
     try:
+        w.start(timeout_s=60)
         due_s = ms_epoch(time.time() + LEAD_S + n * CLAIM_S_PER_TASK)
         post(couch, [task("noop", due_s, {}) for _ in range(n)])
         claimed = _wait_claimed(statuses, n, due_s)
@@ -99,9 +102,10 @@ def throughput(bench, n: int, concurrency: int) -> dict:
 def post_to_scheduled(bench, samples: int, concurrency: int) -> dict:
     """POST one far-future task, then GET it until the worker's `scheduled` shows; one at a time."""
     couch = bench.database("post")
-    w = bench.worker(couch, "post", concurrency).start(timeout_s=60)
+    w = bench.worker(couch, "post", concurrency)
     took_ms = []
     try:
+        w.start(timeout_s=60)
         for _ in range(samples):
             doc = task("noop", time.time() + 86400, {})
             t0 = time.perf_counter()
@@ -127,10 +131,13 @@ def owned_scheduled_task(date_s: float) -> dict:
 def scale(bench, n: int, concurrency: int, starts: int) -> dict:
     """RSS per pending task and time to READY with n pending tasks (a restart: all already ours)."""
     empty = bench.database("empty")
-    w = bench.worker(empty, "empty", concurrency).start(timeout_s=60)
-    time.sleep(SETTLE_S)
-    rss_empty = rss_bytes(w.proc.pid)
-    w.stop()
+    w = bench.worker(empty, "empty", concurrency)
+    try:
+        w.start(timeout_s=60)
+        time.sleep(SETTLE_S)
+        rss_empty = rss_bytes(w.proc.pid)
+    finally:
+        w.stop()
     couch = bench.database("scale")
     far_s = time.time() + 30 * 86400
     batch = []
@@ -140,20 +147,29 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
             post(couch, batch)
             batch = []
     post(couch, batch)
+    # The first read of a view makes pouchdb-server index every document, in one request
+    # longer than the worker's 10 s timeout at this size: the worker would exit 69 (systemd
+    # restarts it and the build goes on). Index first, and report it apart.
+    t0 = time.monotonic()
+    Couch(couch.base_url, couch.database, timeout_s=3600).view("active_by_worker", key=WORKER, limit=0)
+    view_index_s = time.monotonic() - t0
     ready = []
     rss = None
     for _ in range(starts):
         w = bench.worker(couch, "scale", concurrency)
         t0 = time.monotonic()
-        w.start(timeout_s=600)
-        ready.append(time.monotonic() - t0)
-        if rss is None:
-            time.sleep(SETTLE_S)
-            rss = rss_bytes(w.proc.pid)
-            armed = "%d armed" % n in w.log()
-        w.stop(timeout_s=120)
+        try:
+            w.start(timeout_s=600)
+            ready.append(time.monotonic() - t0)
+            if rss is None:
+                time.sleep(SETTLE_S)
+                rss = rss_bytes(w.proc.pid)
+                armed = "%d armed" % n in w.log()
+        finally:
+            w.stop(timeout_s=120)
     return {"ready_s": sorted(ready)[len(ready) // 2], "ready_all_s": ready, "rss_empty_bytes": rss_empty,
-            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed}
+            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed,
+            "view_index_s": view_index_s}
 
 
 def state_bytes(n: int) -> dict:
