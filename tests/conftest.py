@@ -4,16 +4,13 @@ AFTER_TEST_COUCHDB_URL=http://admin:pw@host:5984 runs the same suite against a r
 Apache CouchDB 3.x instead of the pinned pouchdb-server.
 """
 
-import os
 import uuid
 
 import pytest
 import requests
 
 from couchdb_server import PouchServer
-from helpers import wait_for  # noqa: F401  (re-exported for tests)
-
-EXTERNAL_URL = os.environ.get("AFTER_TEST_COUCHDB_URL")
+from helpers import EXTERNAL_URL
 
 
 def pytest_addoption(parser):
@@ -27,15 +24,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
-
-
-def require_tool(ok: bool, what: str):
-    """Skip locally when a tool is missing; in CI a missing tool is a failure, not a skip."""
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is required in CI")
-    pytest.skip(f"{what} is not available here")
 
 
 class ExternalServer:

@@ -8,7 +8,7 @@ import pytest
 
 from afterd import clock
 from afterd.couch import Conflict, Couch, CouchError, Forbidden, NotFound, Unauthorized, Unavailable
-from conftest import EXTERNAL_URL
+from helpers import EXTERNAL_URL
 from couchdb_server import PouchServer, free_port
 
 SECRET = "hunter2-do-not-print"

@@ -18,7 +18,7 @@ import requests
 
 import afterd
 from afterd import config
-from conftest import require_tool
+from helpers import require_tool
 from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import require_tool
+from helpers import require_tool
 from helpers import wait_for
 import systemd_harness as harness
 
