@@ -136,11 +136,26 @@ class Couch:
         except requests.RequestException as e:
             raise CouchError(self._scrub(f"request to CouchDB at {self.base_url} failed: {e}")) from None
         if resp.status_code < 300:
+            if not stream:
+                resp.json = self._json_of(resp, what or f"{method} {path}")
             return resp
         try:
             raise self._error(resp, what or f"{method} {path}")
         finally:
             resp.close()
+
+    def _json_of(self, resp, what: str):
+        """resp.json, except that a body that is not JSON is a transient server fault
+        (a proxy's error page, a response cut short), not a crash of the caller."""
+        parse = resp.json
+
+        def json_or_unavailable(**kwargs):
+            try:
+                return parse(**kwargs)
+            except ValueError:
+                raise Unavailable(f"CouchDB at {self.base_url} answered {what} with something "
+                                  "that is not JSON") from None
+        return json_or_unavailable
 
     def _error(self, resp, what: str) -> CouchError:
         status = resp.status_code

@@ -107,15 +107,20 @@ class Feed(threading.Thread):
                 results, last_seq = self.couch.changes(
                     since, selector=worker_selector(self.worker, self.owner_process), limit=self.batch_limit,
                     deadline_s=self.request_deadline_s, cancel=self._stopping, on_open=self._opened)
+                docs = batch_docs(results)
             except CouchError as e:
                 if e.status in FINAL_STATUSES:
                     self.on_state("fatal", str(e))
                     return
                 self._pause(str(e))
                 continue
+            except (LookupError, TypeError, ValueError) as e:
+                # An answer of the wrong shape (a broken proxy, a server in trouble):
+                # transient like a refused connection; retry from the same seq.
+                self._pause(f"CouchDB gave an unusable answer: {type(e).__name__}: {e}")
+                continue
             if self._stopping.is_set():
                 break  # drop what a request answered after stop(): nobody is listening
-            docs = batch_docs(results)
             if docs:
                 try:
                     self.on_batch(docs)

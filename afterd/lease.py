@@ -76,7 +76,8 @@ class Heartbeat(threading.Thread):
             try:
                 until = self.renew()
                 self.on_lease(until, "")
-            except CouchError as e:
+            except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
+                # The thread must outlive any answer: a dead heartbeat is a lapsed lease.
                 self.on_lease(None, str(e))
                 self._wake.wait(min(interval_s, 2.0))
                 self._wake.clear()
@@ -85,7 +86,7 @@ class Heartbeat(threading.Thread):
                 self._next_scan_s = clock.monotonic_s() + self.lease_s / 2
                 try:
                     self.scan_peers()
-                except CouchError as e:
+                except (CouchError, LookupError, TypeError, ValueError) as e:
                     log.warning("could not look for peers whose lease ended: %s", e)
             self._wake.wait(interval_s)
             self._wake.clear()

@@ -85,6 +85,8 @@ class Writer(threading.Thread):
                 self._inflight = len(batch)
             try:
                 results = self.couch.bulk([w.doc for w in batch])
+                if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                    raise Unavailable(f"CouchDB answered a bulk write with something unusable: {results!r:.80}")
             except (Unavailable, Unauthorized, CouchError) as e:
                 # Keep the batch, in order, ahead of anything queued since.
                 with self._cond:
@@ -132,7 +134,7 @@ class Writer(threading.Thread):
         while True:
             try:
                 return {d["_id"]: d for d in self.couch.find({"_id": {"$in": doc_ids}})}
-            except CouchError as e:
+            except (CouchError, LookupError, TypeError) as e:   # wrong shapes too: retry
                 self.on_state(False, f"CouchDB unreachable, retrying in 1s: {e}")
                 with self._cond:
                     if self._stopping:
