@@ -324,17 +324,23 @@ class Couch:
         One page at a time, so a caller can handle and drop each before the next is read.
         Pages with skip: pouchdb-server ignores startkey_docid (CouchDB's own way to page),
         and skipping view rows is cheap next to reading the documents of a page, unlike
-        _find with skip, which cost 31 s for 10,000 tasks (docs/benchmarks.md). A document
-        changed between pages may be seen twice or missed; callers follow _changes from a
-        checkpoint taken first.
+        _find with skip, which cost 31 s for 10,000 tasks (docs/benchmarks.md).
+
+        Pages overlap by a quarter: a row that leaves the view meanwhile (a task that
+        just ended) shifts the later rows back, and without the overlap the row now at
+        the page boundary would be skipped unseen. So a document may come twice (callers
+        handle documents idempotently), and is missed only if more than a quarter of a
+        page left the view between two reads. Callers also follow _changes from a
+        checkpoint taken before the first page.
         """
+        overlap = page_size // 4
         skip = 0
         while True:
             rows = self.view(view, key=key, include_docs=True, limit=page_size, skip=skip)["rows"]
             yield [row["doc"] for row in rows if row.get("doc") is not None]
             if len(rows) < page_size:
                 return
-            skip += len(rows)
+            skip += len(rows) - overlap
 
     # -- the change feed ------------------------------------------------------------------
 

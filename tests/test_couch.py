@@ -275,3 +275,21 @@ def test_changes_honours_limit(couch):
     rest, _ = couch.changes(seq, selector={"worker": "manobi"}, deadline_s=10)
     assert len(first) == 2 and len(rest) == 3
     assert {r["doc"]["n"] for r in first + rest} == set(range(5))
+
+
+def test_view_docs_reads_every_active_task_of_a_worker_page_by_page(couch):
+    """Given more active tasks than fit a page, and a page boundary a finished task moves,
+    when a worker reads its tasks page by page, then it sees every one at least once."""
+    couch.ensure_design()
+    docs = [{"_id": f"t{i:02d}", "worker": "manobi", "date": "2026-12-01", "status": "waiting",
+             "job": {"name": "hello"}} for i in range(9)]
+    docs.append({"_id": "other", "worker": "someone", "date": "2026-12-01", "status": "waiting",
+                 "job": {"name": "hello"}})
+    assert all("rev" in r for r in couch.bulk(docs))
+    seen, pages = [], couch.view_docs("active_by_worker", "manobi", page_size=4)
+    seen += [d["_id"] for d in next(pages)]
+    first = couch.get("t00")          # a task ends while the worker is between two pages
+    couch.put({**first, "status": "done"})
+    for page in pages:
+        seen += [d["_id"] for d in page]
+    assert set(seen) == {f"t{i:02d}" for i in range(9)}
