@@ -479,12 +479,18 @@ class Worker:
         elif status == "running":
             self._recover_running(entry)
 
-    def _claim(self, entry, reset_anchor):
-        doc = entry.doc
+    def _task_or_refuse(self, doc):
+        """The parsed task; or None, once the document is being ended as error."""
         try:
-            task = parse_task(doc)
+            return parse_task(doc)
         except TaskError as e:
             self._refuse(doc, e)
+            return None
+
+    def _claim(self, entry, reset_anchor):
+        doc = entry.doc
+        task = self._task_or_refuse(doc)
+        if task is None:
             return
         claimed = {**doc, "status": "scheduled", "owner": self.me.owner_field()}
         if reset_anchor or "anchor" not in doc:
@@ -505,10 +511,8 @@ class Worker:
 
     def _arm(self, entry):
         doc = entry.doc
-        try:
-            task = parse_task(doc)
-        except TaskError as e:
-            self._refuse(doc, e)
+        task = self._task_or_refuse(doc)
+        if task is None:
             return
         if self._predecessor:   # only after a restart over a journal with open runs
             run = claims.run_id(task.id, format_date(task.date), doc.get("attempts", 0))
