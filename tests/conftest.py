@@ -89,3 +89,11 @@ def couch(couch_url, db_name):
     db = Couch(couch_url, db_name)
     db.ensure_database()
     return db
+
+
+@pytest.fixture
+def records(tmp_path):
+    """The folder where test jobs (tests/engine_jobs/record.py and kin) record their runs."""
+    path = tmp_path / "records"
+    path.mkdir()
+    return path

@@ -67,13 +67,6 @@ def update(couch, doc_id, **changes):
 
 
 @pytest.fixture
-def records(tmp_path):
-    path = tmp_path / "records"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def worker(couch_url, db_name, tmp_path):
     started = []
 

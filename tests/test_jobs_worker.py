@@ -52,13 +52,6 @@ def jobs_dir(tmp_path):
 
 
 @pytest.fixture
-def records(tmp_path):
-    path = tmp_path / "records"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def worker(couch_url, db_name, tmp_path, jobs_dir):
     started = []
 

@@ -21,13 +21,6 @@ def jobs_dir(tmp_path):
 
 
 @pytest.fixture
-def records(tmp_path):
-    path = tmp_path / "records"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def spawn(tmp_path, jobs_dir):
     """spawn(name, couch_url, database, state=..., **env) -> a WorkerProcess killed at teardown."""
     started = []

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from afterd.couch import Couch
-from doc_cases import BAD, PYTHON_ONLY_BAD, bad_docs, task
+from doc_cases import BAD, bad_docs, task
 from helpers import wait_for
 from test_engine import post_all, record_task, wait_final
 from workers import read_runs
