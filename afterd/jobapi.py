@@ -1,40 +1,41 @@
 """What a job sees: the `task` object handed to run(task), and how a run becomes an outcome.
 
-Runs inside the forked child only.
+Runs inside the forked child only. The zygote imports this module before it
+forks, and every MiB it maps makes each fork slower, so logging and traceback
+are imported only in a child that uses them (task.logger, a failed run).
 """
 
 import importlib.util
 import json
-import logging
 import os
 import sys
-import traceback
 from datetime import datetime, timezone
 
-# journald reads "<N>" at the start of a stderr line as the priority (sd-daemon(3)).
-JOURNAL_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
-                    logging.ERROR: 3, logging.CRITICAL: 2}
+# journald reads "<N>" at the start of a stderr line as the priority (sd-daemon(3)),
+# by logging level (DEBUG 10 ... CRITICAL 50).
+JOURNAL_PRIORITY = {10: 7, 20: 6, 30: 4, 40: 3, 50: 2}
 
 
-class _JobFormatter(logging.Formatter):
-    def __init__(self, tag: str, journal: bool):
-        super().__init__(f"{tag}: %(levelname)s %(message)s")
-        self.journal = journal
-
-    def format(self, record):
-        text = super().format(record)
-        if self.journal:
-            prefix = f"<{JOURNAL_PRIORITY.get(record.levelno, 6)}>"
-            text = "\n".join(prefix + line for line in text.splitlines())
-        return text
-
-
-def job_logger(job: str, task_id: str) -> logging.Logger:
+def job_logger(job: str, task_id: str):
     """A logger whose lines reach the worker's stderr tagged with the task id."""
+    import logging
+
+    class JobFormatter(logging.Formatter):
+        def __init__(self, tag: str, journal: bool):
+            super().__init__(f"{tag}: %(levelname)s %(message)s")
+            self.journal = journal
+
+        def format(self, record):
+            text = super().format(record)
+            if self.journal:
+                prefix = f"<{JOURNAL_PRIORITY.get(record.levelno, 6)}>"
+                text = "\n".join(prefix + line for line in text.splitlines())
+            return text
+
     logger = logging.getLogger(f"after.job.{job}")
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JobFormatter(f"job {job} task {task_id}",
+    handler.setFormatter(JobFormatter(f"job {job} task {task_id}",
                                        bool(os.environ.get("JOURNAL_STREAM"))))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -70,8 +71,14 @@ class JobTask:
         self.arguments = fields.get("arguments")
         self.doc = fields.get("doc")   # already a copy: it came over a pipe as JSON
         self.job = job
-        self.logger = job_logger(job, self.id)
+        self._logger = None
         self.outcome: dict | None = None
+
+    @property
+    def logger(self):
+        if self._logger is None:
+            self._logger = job_logger(self.job, self.id)
+        return self._logger
 
     def done(self, result=None):
         if self.outcome is None:
@@ -88,6 +95,8 @@ class JobTask:
 
 def error_of(exc: BaseException) -> dict:
     """{type, message, traceback} for an exception that ended a run."""
+    import traceback
+
     if isinstance(exc, SyntaxError):
         # "invalid syntax (/jobs/x.py, line 3)", and the offending line with its caret:
         # the runner's own frames that compiled the file would only mislead.

@@ -10,13 +10,13 @@ import hashlib
 import logging
 import os
 import re
-import stat
 import threading
 from pathlib import Path
 
-log = logging.getLogger("after.jobs")
+from afterd import jobfiles
+from afterd.jobfiles import CodeCache, JobError, check_trusted, default_trusted_uids  # noqa: F401 (the API)
 
-JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+log = logging.getLogger("after.jobs")
 
 # Editors write through these (vim's swap and its "4913" write test, emacs'
 # lock and backup files); they never hold a job.
@@ -25,88 +25,9 @@ EDITOR_LEFTOVERS = re.compile(r"(\.sw[a-p]x?|~|\.tmp)$|^(\.#|#|\.)|^4913$")
 DEBOUNCE_S = 0.25
 
 
-class JobError(Exception):
-    """A job that cannot be run: str(e) is one line saying why. .type names the kind."""
-
-    def __init__(self, message: str, kind: str = "JobError"):
-        super().__init__(message)
-        self.type = kind
-
-
-def default_trusted_uids() -> set[int]:
-    return {0, os.geteuid()}
-
-
-def check_trusted(path: Path, trusted_uids: set[int], what: str) -> os.stat_result:
-    """Refuse what someone else could have written, as cron does."""
-    st = os.stat(path)
-    if st.st_mode & stat.S_IWOTH:
-        raise JobError(f"{what} {path} is world-writable: refusing to run it", "JobRefused")
-    if st.st_uid not in trusted_uids:
-        raise JobError(
-            f"{what} {path} is owned by uid {st.st_uid}, not root or the worker's user: "
-            "refusing to run it", "JobRefused")
-    return st
-
-
 def resolve(jobs_dir, name, trusted_uids: set[int] | None = None) -> Path:
     """The file to run for job `name`, or JobError saying why there is none."""
-    trusted = default_trusted_uids() if trusted_uids is None else set(trusted_uids)
-    if not isinstance(name, str) or not JOB_NAME.fullmatch(name):
-        raise JobError(f"job name {name!r} is not a plain identifier "
-                       "([A-Za-z_][A-Za-z0-9_]*)", "JobNotFound")
-    root = Path(jobs_dir)
-    try:
-        real_root = root.resolve(strict=True)
-    except OSError:
-        raise JobError(f"jobs folder {root} does not exist", "JobNotFound") from None
-    check_trusted(real_root, trusted, "jobs folder")
-    for candidate, is_package in ((root / f"{name}.py", False), (root / name / "__init__.py", True)):
-        if not os.path.lexists(candidate):
-            continue
-        real = Path(os.path.realpath(candidate))
-        if real_root not in real.parents:
-            raise JobError(f"job file {candidate} points outside the jobs folder {root}: "
-                           "refusing to run it", "JobRefused")
-        if not real.is_file():
-            raise JobError(f"job file {candidate} is not a regular file", "JobNotFound")
-        if is_package:
-            check_trusted(real.parent, trusted, "job package")
-        check_trusted(real, trusted, "job file")
-        return real
-    raise JobError(f"no job named {name!r} in {root} (looked for {name}.py and "
-                   f"{name}/__init__.py)", "JobNotFound")
-
-
-class CodeCache:
-    """Compiled job code by path, revalidated against the file's stat on every use.
-
-    A compile error is cached too, so a broken job fails every run with its
-    SyntaxError instead of silently falling back to a previous version.
-    clear() (hot reload) drops everything, for edits within one mtime tick.
-    """
-
-    def __init__(self):
-        self._entries: dict[Path, tuple[tuple, object]] = {}
-
-    def get(self, path: Path):
-        """The code object for `path`; raises the file's SyntaxError (or OSError)."""
-        st = os.stat(path)
-        signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-        entry = self._entries.get(path)
-        if entry is None or entry[0] != signature:
-            try:
-                source = path.read_bytes()
-                entry = (signature, compile(source, str(path), "exec", dont_inherit=True))
-            except (SyntaxError, ValueError) as exc:   # ValueError: NUL bytes in the source
-                entry = (signature, exc)
-            self._entries[path] = entry
-        if isinstance(entry[1], BaseException):
-            raise entry[1]
-        return entry[1]
-
-    def clear(self):
-        self._entries.clear()
+    return Path(jobfiles.resolve(jobs_dir, name, trusted_uids))
 
 
 def is_job_source(path: str, jobs_dir: str) -> bool:
