@@ -345,7 +345,8 @@ class Couch:
     # -- the change feed ------------------------------------------------------------------
 
     def changes(self, since, *, selector: dict | None = None, limit: int | None = None,
-                deadline_s: float = 10.0, cancel=None, on_open=None) -> tuple[list[dict], object]:
+                deadline_s: float = 10.0, cancel=None, on_open=None, conflicts: bool = False,
+                style: str | None = None) -> tuple[list[dict], object]:
         """ONE longpoll _changes request with include_docs; returns (results, last_seq).
 
         `since` is opaque (an int here, a string in CouchDB 3): sent back as given.
@@ -354,11 +355,18 @@ class Couch:
         heartbeat newline every second) and abandoned at the deadline, or when the
         optional threading.Event `cancel` is set; both return ([], since). `on_open()`,
         if given, is called once the server has accepted the request (a healthy feed).
+        `conflicts=True` adds `_conflicts` to each document that has conflicting
+        revisions; `style="all_docs"` lists every leaf revision of a change and makes a
+        filter match any leaf, not only the winner (afterd/feed.py resolves conflicts).
         """
         params = {"feed": "longpoll", "include_docs": "true", "heartbeat": CHANGES_HEARTBEAT_MS,
                   "since": "0" if since is None else since}
         if limit is not None:
             params["limit"] = limit
+        if conflicts:
+            params["conflicts"] = "true"
+        if style is not None:
+            params["style"] = style
         body = None
         if selector is not None:
             # Selector in the body (CouchDB reads it there) AND as a query parameter:
@@ -393,6 +401,36 @@ class Couch:
         except ValueError:
             raise Unavailable(f"CouchDB at {self.base_url} sent an incomplete _changes answer") from None
         return answer.get("results", []), answer.get("last_seq", since)
+
+    # -- conflicting revisions (a CouchDB cluster) ---------------------------------------
+
+    def get_conflicted(self, doc_id: str) -> dict | None:
+        """The winning revision, with `_conflicts` listing its other live leaves if any; None when deleted."""
+        try:
+            return self._request("GET", self._doc_path(doc_id), params={"conflicts": "true"},
+                                 what=f"document '{doc_id}'").json()
+        except NotFound:
+            return None
+
+    def open_revs(self, doc_id: str, revs: list[str]) -> list[dict]:
+        """These revisions of a document, in full. A revision that is gone (deleted meanwhile,
+        or unknown) is left out, so fewer documents than revs means someone else resolved."""
+        answer = self._request("GET", self._doc_path(doc_id),
+                               params={"open_revs": json.dumps(list(revs), separators=(",", ":"))},
+                               what=f"revisions of document '{doc_id}'").json()
+        if not isinstance(answer, list):
+            raise Unavailable(f"CouchDB at {self.base_url} answered the revisions of '{doc_id}' "
+                              f"with something unusable: {answer!r:.80}")
+        return [row["ok"] for row in answer
+                if isinstance(row, dict) and isinstance(row.get("ok"), dict) and not row["ok"].get("_deleted")]
+
+    def write_resolution(self, doc: dict | None, doc_id: str, losers: list[str]) -> list[dict]:
+        """One _bulk_docs: the merged document (over the winning rev) and a deletion of each
+        losing leaf. Answers are per document, as in bulk(): a conflict means someone else
+        changed or resolved it first."""
+        docs = ([doc] if doc is not None else []) + [{"_id": doc_id, "_rev": rev, "_deleted": True}
+                                                      for rev in losers]
+        return self.bulk(docs)
 
     # -- the design document -------------------------------------------------------------
 

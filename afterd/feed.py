@@ -6,13 +6,21 @@ reconnection with capped exponential backoff and full jitter, `seq` treated as o
 document saved only after the worker loop has handled the batch it covers. A crash
 between handling and saving re-delivers that batch once (at least once); a server
 outage loses and duplicates nothing.
+
+On a CouchDB cluster a task can get conflicting revisions (two writes accepted on
+two nodes). The feed asks for `_conflicts` and, before handing a conflicted task to
+the loop, resolves it (afterd/conflicts.py: the same answer on every worker) in one
+`_bulk_docs` and hands over the document as it is after that. A failure there is
+transient like any other: retry from the same seq.
 """
 
 import logging
 import random
 import threading
 
-from afterd.couch import FINAL_STATUSES, CouchError
+from afterd import conflicts
+from afterd.couch import FINAL_STATUSES, CouchError, Unavailable
+from afterd.task import is_worker_record
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +29,12 @@ BATCH_LIMIT = 500
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 30.0
 STOP_WAIT_S = 2.0
+# Rounds of read, resolve, write for one conflicted task before giving up for now (each
+# round lost to someone else's write); the feed then retries the batch after a pause.
+RESOLVE_ROUNDS = 5
+# Consecutive failed attempts at resolving a batch before it is handed over unresolved:
+# one task the resolution cannot fix must not stop the feed of every other task.
+RESOLVE_GIVE_UP_AFTER = 5
 
 
 def backoff_s(failures: int, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S, rng=random) -> float:
@@ -45,10 +59,63 @@ def batch_docs(results: list[dict]) -> list[dict]:
         if change["id"].startswith("_design/"):
             continue
         if change.get("deleted") or not change.get("doc"):
-            docs.append({"_id": change["id"], "_rev": change["changes"][0]["rev"], "_deleted": True})
+            # With style=all_docs `changes` lists every leaf; the document's own rev is the winner.
+            rev = (change.get("doc") or {}).get("_rev") or change["changes"][0]["rev"]
+            docs.append({"_id": change["id"], "_rev": rev, "_deleted": True})
         else:
             docs.append(change["doc"])
     return docs
+
+
+def has_conflicts(doc: dict) -> bool:
+    return bool(doc.get("_conflicts")) and not doc.get("_deleted")
+
+
+def without_conflicts(doc: dict) -> dict:
+    """The document the loop gets: never `_conflicts`, which it would copy into its writes."""
+    return {k: v for k, v in doc.items() if k != "_conflicts"}
+
+
+def tombstone(doc: dict) -> dict:
+    return {"_id": doc["_id"], "_rev": doc.get("_rev"), "_deleted": True}
+
+
+def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS) -> dict:
+    """Resolve a task's conflicting revisions; the task as it is afterwards, for the loop.
+
+    Each round: read the live leaves, compute the resolution (the same on every worker),
+    write the merged winner and the leaves' deletions in one _bulk_docs, read the task
+    again. A round lost to someone else's write (409, a leaf already gone) starts over
+    from what is there now. Raises Unavailable when it keeps losing.
+    """
+    doc_id = doc["_id"]
+    for _ in range(rounds):
+        if not has_conflicts(doc):
+            return without_conflicts(doc)
+        revs = [doc["_rev"], *doc["_conflicts"]]
+        leaves = couch.open_revs(doc_id, revs)
+        if len(leaves) == len(revs):
+            resolution = conflicts.resolve(leaves)
+            results = couch.write_resolution(resolution.doc, doc_id, resolution.losers)
+            refused = [r for r in results if r.get("error") and r.get("error") != "conflict"]
+            if refused:
+                # validate_doc_update said no to the merge: retrying cannot help. CouchDB's
+                # winner stands, the conflict stays visible, and the loop goes on with it.
+                log.error("task %s: conflicting revisions %s not resolved, CouchDB refused the "
+                          "resolution: %s", doc_id, ", ".join(revs), refused[0].get("reason") or refused[0])
+                current = couch.get_conflicted(doc_id)
+                return without_conflicts(current) if current is not None else tombstone(doc)
+            if not any(r.get("error") for r in results):
+                log.info("task %s: resolved conflicting revisions %s: %s is its owner, %d leaves deleted",
+                         doc_id, ", ".join(revs), conflicts.owner_of(resolution.merged),
+                         len(resolution.losers), extra={"task_id": doc_id})
+        current = couch.get_conflicted(doc_id)
+        if current is None:
+            return tombstone(doc)
+        doc = current
+    if not has_conflicts(doc):
+        return without_conflicts(doc)
+    raise Unavailable(f"task {doc_id}: its conflicting revisions kept changing while being resolved")
 
 
 def describe(seconds: float) -> str:
@@ -76,6 +143,7 @@ class Feed(threading.Thread):
         self._stopping = threading.Event()
         self._failures = 0  # consecutive failed attempts, for the backoff
         self._state = None
+        self._resolve_failures = 0  # consecutive failed attempts at the conflicts of one batch
 
     def stop(self, wait_s: float = STOP_WAIT_S) -> bool:
         """Ask the feed to end; True once the thread has ended (a quiet longpoll notices within ~1 s)."""
@@ -106,7 +174,8 @@ class Feed(threading.Thread):
                     unsaved = False
                 results, last_seq = self.couch.changes(
                     since, selector=worker_selector(self.worker, self.owner_process), limit=self.batch_limit,
-                    deadline_s=self.request_deadline_s, cancel=self._stopping, on_open=self._opened)
+                    deadline_s=self.request_deadline_s, cancel=self._stopping, on_open=self._opened,
+                    conflicts=True, style="all_docs")
                 docs = batch_docs(results)
             except CouchError as e:
                 if e.status in FINAL_STATUSES:
@@ -121,6 +190,13 @@ class Feed(threading.Thread):
                 continue
             if self._stopping.is_set():
                 break  # drop what a request answered after stop(): nobody is listening
+            try:
+                docs = self._resolve_all(docs)
+            except (CouchError, LookupError, TypeError, ValueError) as e:
+                # Never fatal, whatever the status: not handled, so asked again from the same seq.
+                self._resolve_failures += 1
+                self._pause(f"resolving conflicting revisions failed: {type(e).__name__}: {e}")
+                continue
             if docs:
                 try:
                     self.on_batch(docs)
@@ -144,6 +220,22 @@ class Feed(threading.Thread):
                 self._save(since)
             except CouchError:
                 pass  # the next start re-delivers that batch once
+
+    def _resolve_all(self, docs: list[dict]) -> list[dict]:
+        """The batch with each conflicted task resolved (see resolve_conflict)."""
+        if self._resolve_failures >= RESOLVE_GIVE_UP_AFTER:
+            self._resolve_failures = 0
+            stuck = [d["_id"] for d in docs if has_conflicts(d)]
+            log.error("conflicting revisions of %d tasks could not be resolved (%s): handing them over as "
+                      "CouchDB chose; the next change of each tries again", len(stuck), ", ".join(stuck[:5]))
+            return [without_conflicts(d) for d in docs]
+        resolved = []
+        for doc in docs:
+            if has_conflicts(doc) and not is_worker_record(doc):
+                doc = resolve_conflict(self.couch, doc)
+            resolved.append(without_conflicts(doc))
+        self._resolve_failures = 0
+        return resolved
 
     def _save(self, seq):
         self.couch.put_local(self.checkpoint, {"seq": seq, "worker": self.worker})
