@@ -5,10 +5,10 @@ forks, and every MiB it maps makes each fork slower, so logging and traceback
 are imported only in a child that uses them (task.logger, a failed run).
 """
 
-import importlib.util
 import json
 import os
 import sys
+import types
 from datetime import datetime, timezone
 
 # journald reads "<N>" at the start of a stderr line as the priority (sd-daemon(3)),
@@ -67,12 +67,18 @@ class JobTask:
     def __init__(self, fields: dict, job: str):
         self.id = fields.get("id")
         self.worker = fields.get("worker")
-        self.date = parse_when(fields.get("date"))
+        self._date = fields.get("date")
         self.arguments = fields.get("arguments")
         self.doc = fields.get("doc")   # already a copy: it came over a pipe as JSON
         self.job = job
         self._logger = None
         self.outcome: dict | None = None
+
+    @property
+    def date(self) -> datetime | None:
+        if not isinstance(self._date, datetime) and self._date is not None:
+            self._date = parse_when(self._date)
+        return self._date
 
     @property
     def logger(self):
@@ -160,10 +166,18 @@ def prepare_module(module_name: str, path):
     """
     if path is None:
         return None
-    is_package = os.path.basename(path) == "__init__.py"
-    spec = importlib.util.spec_from_file_location(
-        module_name, path,
-        submodule_search_locations=[os.path.dirname(path)] if is_package else None)
-    module = importlib.util.module_from_spec(spec)
+    path = os.fspath(path)
+    if os.path.basename(path) == "__init__.py":
+        # A package: importlib builds what its relative imports need (__path__, __spec__).
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(
+            module_name, path, submodule_search_locations=[os.path.dirname(path)])
+        module = importlib.util.module_from_spec(spec)
+    else:
+        # A single file: a bare module, as `python file.py` makes (__spec__ None). Half a
+        # millisecond less per run than importlib's machinery, whose objects each child
+        # would otherwise copy from the zygote page by page.
+        module = types.ModuleType(module_name)
+        module.__file__ = path
     sys.modules[module_name] = module
     return module

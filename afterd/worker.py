@@ -48,6 +48,11 @@ EXIT_NOPERM = 77         # sysexits EX_NOPERM: CouchDB refused our credentials
 START_BATCH_MAX = 512    # runs started per loop turn, so the loop keeps answering
 IDLE_WAKE_S = 5.0        # upper bound on a select, for STATUS and lease checks
 FORGOTTEN_MAX = 100_000  # finished tasks remembered, to tell stale feed echoes apart
+# A run's `running` write waits this long: a run that ends sooner is written once, as its
+# outcome (two revisions per run, not three). Safe for at-most-once: the journal has the
+# start, and a peer taking over treats a `scheduled` task due before our lease ended as
+# possibly started (claims.may_have_started), exactly as it would a `running` one.
+RUNNING_WRITE_HOLD_S = 0.5
 
 
 class Entry:
@@ -103,6 +108,7 @@ class Worker:
         self._problems: dict[str, str] = {}     # source -> what is wrong now, for STATUS
         self._predecessor: dict[str, journal.RunRecord] = {}
         self._after_commit: list = []
+        self._held: dict[str, tuple[float, dict]] = {}   # task id -> (when, its `running` field)
         self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
 
     # -- events from threads -------------------------------------------------------
@@ -239,6 +245,7 @@ class Worker:
             self._start_due_runs()
             self.journal.commit()
             self._flush_after_commit()
+            self._release_held(clock.monotonic_s())
             self._update_status()
             self._wait(watchdog_s, next_watchdog)
 
@@ -251,6 +258,8 @@ class Worker:
             timeout_s = min(timeout_s, max(0.0, nxt - FORK_AHEAD_S - clock.epoch_s()))
         if watchdog_s:
             timeout_s = min(timeout_s, max(0.0, next_watchdog - clock.monotonic_s()))
+        if self._held:
+            timeout_s = min(timeout_s, max(0.0, next(iter(self._held.values()))[0] - clock.monotonic_s()))
         try:
             ready, _, _ = select.select([self._wake_r], [], [], timeout_s)
         except InterruptedError:
@@ -342,10 +351,14 @@ class Worker:
         entry = self.entries.get(task_id) if task_id else None
         # The zygote journaled the start itself, before the job could begin.
         if entry is not None and entry.run_id == run_id:
+            if entry.phase == "starting" and not entry.confirm_first:
+                self._hold(task_id, started_at_s, self._running_field(run_id, started_at_s))
             entry.phase = "running"
 
     def _ev_outcome(self, outcome):
         task_id = self.runs.pop(outcome.run_id, None)
+        if task_id is not None:
+            self._held.pop(task_id, None)   # over before its `running` write: the outcome says all
         entry = self.entries.get(task_id) if task_id else None
         if entry is None or entry.run_id != outcome.run_id:
             log.warning("outcome of run %s for a task we no longer hold: %s", outcome.run_id,
@@ -649,17 +662,40 @@ class Worker:
                              task={"id": task.id, "worker": task.worker, "date": format_date(task.date),
                                    "arguments": task.arguments, "doc": entry.doc})
         self.journal.add("intent", run, task=task.id, date=format_date(task.date))
-        running = {**entry.doc, "status": "running",
-                   "running": {"run": run, "process": self.me.process,
-                               "since": format_date(_utc(max(at_s, clock.epoch_s())))}}
         if entry.confirm_first:
             # After a lapse or a takeover: start only once CouchDB confirms we still own it.
+            running = {**entry.doc, "status": "running", "running": self._running_field(run, at_s)}
             self._after_commit.append(lambda: self._write(entry, running, "running"))
         else:
-            self._after_commit.append(lambda: (self._submit(entry), self._write(entry, running, "running")))
+            # `running` is written once the run has started and outlived RUNNING_WRITE_HOLD_S.
+            self._after_commit.append(lambda: self._submit(entry))
+
+    def _running_field(self, run, at_s) -> dict:
+        return {"run": run, "process": self.me.process, "since": format_date(_utc(max(at_s, clock.epoch_s())))}
 
     def _submit(self, entry):
         self.runner.submit(entry.spec)
+
+    def _hold(self, task_id, started_at_s, running_field):
+        """Write `running` RUNNING_WRITE_HOLD_S after the run started (its child waits for
+        started_at_s, at most a few milliseconds ahead)."""
+        starts_in_s = max(0.0, started_at_s - clock.epoch_s())
+        self._held[task_id] = (clock.monotonic_s() + starts_in_s + RUNNING_WRITE_HOLD_S, running_field)
+
+    def _release_held(self, now_m):
+        """Write `running` for the runs that outlived RUNNING_WRITE_HOLD_S (oldest first)."""
+        while self._held:
+            task_id, (due_m, field) = next(iter(self._held.items()))
+            if due_m > now_m:
+                return
+            del self._held[task_id]
+            entry = self.entries.get(task_id)
+            if (entry is None or entry.run_id != field["run"] or entry.writing
+                    or entry.phase not in ("starting", "running")):
+                continue
+            doc = entry.doc
+            if doc.get("status") == "scheduled":   # not if the user wrote cancel meanwhile
+                self._write(entry, {**doc, "status": "running", "running": field}, "running")
 
     def _outcome_fields(self, entry, outcome) -> dict:
         """The document after this run: outcome, counters, and for a repeat the next date."""
@@ -726,6 +762,7 @@ class Worker:
 
     def _forget(self, doc_id, why, cancel_run=False):
         entry = self.entries.pop(doc_id, None)
+        self._held.pop(doc_id, None)
         if entry is not None:
             # Remember its last version a while, so a late echo of an older one is ignored.
             self._forgotten[doc_id] = _rev_gen(entry.doc)

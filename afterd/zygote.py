@@ -29,6 +29,9 @@ import resource
 import selectors
 import signal
 import sys
+# signal.pthread_sigmask turns every number into an enum member on each call: a
+# fifth of the zygote's time per fork. The C function underneath takes plain ints.
+import _signal
 import time
 
 from afterd.jobapi import JobTask, encode_outcome, prepare_module, run_job
@@ -50,6 +53,7 @@ FORK_GUARD_S = 0.004
 IDLE_WAKE_S = 0.5
 PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
 STDOUT_TAIL_BYTES = 4096
+ALL_SIGNALS = frozenset(int(sig) for sig in signal.valid_signals())
 MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 20
 RESULT_MAX_BYTES = 8 * 1024 * 1024   # CouchDB's default max_document_size
 
@@ -89,7 +93,6 @@ class Run:
         self.result_buf = bytearray()
         self.result_overflow = False
         self.out_tail = bytearray()
-        self.waited = False
         self.started_at = self.started_mono = None
         self.queued_ms = 0.0
         self.kill_type = self.kill_reason = None
@@ -126,6 +129,7 @@ class Zygote:
         self.running: set[str] = set()
         self.by_pid: dict[int, Run] = {}      # children not yet reaped
         self.forked_waiting = 0
+        self.saturated_at = float("-inf")   # the last time a due run found every slot taken
         self.seq = 0
         self.cmd_buf = b""
         self.cmd_closed = False
@@ -266,10 +270,9 @@ class Zygote:
     def dispatch(self, now: float):
         while self.waiting and self.waiting[0][0] - GRANT_AHEAD_S <= now:
             if len(self.running) >= self.concurrency:
-                for at, _, run_id in self.waiting:
-                    if at > now:
-                        break
-                    self.runs[run_id].waited = True
+                # Every run due by now waits for a slot. Remembering when is enough to
+                # tell later (go) whether a run waited: it did iff it was due by then.
+                self.saturated_at = now
                 return
             run = self.runs[self.waiting.pop(0)[2]]
             if run.state == "pending" and not self.fork(run):
@@ -290,7 +293,7 @@ class Zygote:
         run.state = "running"
         self.forked_waiting -= 1
         self.running.add(run.run_id)
-        if run.waited:
+        if run.at <= self.saturated_at:   # it was due while every slot was taken
             run.queued_ms = max(0.0, run.started_at - max(run.at, run.submitted_at)) * 1000
         self.emit({"ev": "start", "run_id": run.run_id, "started_at_s": run.started_at})
 
@@ -350,7 +353,7 @@ class Zygote:
             path, code = None, JobError(f"cannot read job {run.job!r}: {exc}", "JobNotFound")
         pipes = [os.pipe() for _ in range(3)]
         (go_r, go_w), (result_r, result_w), (out_r, out_w) = pipes
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        blocked = _signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:
@@ -369,7 +372,7 @@ class Zygote:
                                            "traceback": None})
             return False
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         try:
             os.setpgid(pid, pid)   # also done in the child: whoever runs first wins the race
         except OSError:
@@ -396,7 +399,7 @@ class Zygote:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
