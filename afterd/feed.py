@@ -89,12 +89,16 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS) -> dict:
     from what is there now. Raises Unavailable when it keeps losing.
     """
     doc_id = doc["_id"]
+    last = ""   # how the last round was lost, for the error message
     for _ in range(rounds):
         if not has_conflicts(doc):
             return without_conflicts(doc)
         revs = [doc["_rev"], *doc["_conflicts"]]
         leaves = couch.open_revs(doc_id, revs)
-        if len(leaves) == len(revs):
+        if len(leaves) != len(revs):
+            last = f"of leaves {revs} only {[d['_rev'] for d in leaves]} were live"
+            log.debug("task %s: %s", doc_id, last)
+        else:
             resolution = conflicts.resolve(leaves)
             results = couch.write_resolution(resolution.doc, doc_id, resolution.losers)
             refused = [r for r in results if r.get("error") and r.get("error") != "conflict"]
@@ -105,7 +109,10 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS) -> dict:
                           "resolution: %s", doc_id, ", ".join(revs), refused[0].get("reason") or refused[0])
                 current = couch.get_conflicted(doc_id)
                 return without_conflicts(current) if current is not None else tombstone(doc)
-            if not any(r.get("error") for r in results):
+            if any(r.get("error") for r in results):
+                last = f"writing the resolution of {revs} got {results}"
+                log.debug("task %s: %s", doc_id, last)
+            else:
                 log.info("task %s: resolved conflicting revisions %s: %s is its owner, %d leaves deleted",
                          doc_id, ", ".join(revs), conflicts.owner_of(resolution.merged),
                          len(resolution.losers), extra={"task_id": doc_id})
@@ -115,7 +122,8 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS) -> dict:
         doc = current
     if not has_conflicts(doc):
         return without_conflicts(doc)
-    raise Unavailable(f"task {doc_id}: its conflicting revisions kept changing while being resolved")
+    raise Unavailable(f"task {doc_id}: its conflicting revisions kept changing while being resolved "
+                      f"(last round: {last or 'the task changed meanwhile'})")
 
 
 def describe(seconds: float) -> str:
