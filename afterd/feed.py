@@ -3,9 +3,10 @@
 Longpoll requests with a client-side deadline (pouchdb-server ignores `timeout=`),
 reconnection with capped exponential backoff and full jitter, `seq` treated as opaque
 (stored and sent back, never compared or computed), and a checkpoint in a `_local`
-document saved only after the worker loop has handled the batch it covers. A crash
-between handling and saving re-delivers that batch once (at least once); a server
-outage loses and duplicates nothing.
+document saved only after the worker loop has handled the batch it covers (under
+load at most once a second, see CHECKPOINT_EVERY_S). A crash between handling and
+saving re-delivers those batches once (at least once); a server outage loses and
+duplicates nothing.
 
 On a CouchDB cluster a task can get conflicting revisions (two writes accepted on
 two nodes). The feed asks for `_conflicts` and, before handing a conflicted task to
@@ -18,7 +19,7 @@ import logging
 import random
 import threading
 
-from afterd import conflicts
+from afterd import clock, conflicts
 from afterd.couch import FINAL_STATUSES, CouchError, Unavailable
 from afterd.task import is_worker_record
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 REQUEST_DEADLINE_S = 10.0  # each longpoll ends by then and starts again from the last seq
 BATCH_LIMIT = 500
+# A crash re-delivers what came after the last save, once: harmless (a decision on a
+# task we already hold is a no-op), and far cheaper than a save per batch under load.
+CHECKPOINT_EVERY_S = 1.0
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 30.0
 STOP_WAIT_S = 2.0
@@ -171,15 +175,16 @@ class Feed(threading.Thread):
         since = None
         loaded = False
         unsaved = False  # a handled batch whose checkpoint is not written yet
+        saved_m = float("-inf")
         self._failures = 0
         while not self._stopping.is_set():
             try:
                 if not loaded:
                     saved = self.couch.get_local(self.checkpoint)
                     since, loaded = (saved or {}).get("seq", 0), True
-                if unsaved:
+                if unsaved and clock.monotonic_s() - saved_m >= CHECKPOINT_EVERY_S:
                     self._save(since)
-                    unsaved = False
+                    unsaved, saved_m = False, clock.monotonic_s()
                 results, last_seq = self.couch.changes(
                     since, selector=worker_selector(self.worker, self.owner_process), limit=self.batch_limit,
                     deadline_s=self.request_deadline_s, cancel=self._stopping, on_open=self._opened,
@@ -217,10 +222,12 @@ class Feed(threading.Thread):
                     continue
                 unsaved = True
             since = last_seq  # handled: never asked for again, even if the save below fails
-            if unsaved:
+            # Under load, at most one save per CHECKPOINT_EVERY_S (each is a request the
+            # server pays for); once the feed is quiet, at once.
+            if unsaved and (not results or clock.monotonic_s() - saved_m >= CHECKPOINT_EVERY_S):
                 try:
                     self._save(since)
-                    unsaved = False
+                    unsaved, saved_m = False, clock.monotonic_s()
                 except CouchError as e:
                     log.warning("checkpoint not saved yet (will retry): %s", e)
         if unsaved:

@@ -16,6 +16,7 @@ job module's own top-level code runs at the date, inside the concurrency cap,
 since it is the job's code too.
 """
 
+import io
 import json
 import logging
 import os
@@ -210,7 +211,9 @@ class Runner:
                 return False
 
     def _read_events(self, proc: subprocess.Popen):
-        for line in proc.stdout:
+        # The pipe is unbuffered (bufsize=0, for stdin's sake): iterating it raw would
+        # read(2) one byte at a time. A buffered reader returns what the pipe holds.
+        for line in io.BufferedReader(proc.stdout):
             try:
                 event = json.loads(line)
             except ValueError:

@@ -22,7 +22,7 @@ from afterd.couch import Couch  # noqa: E402
 from afterd.task import format_date  # noqa: E402
 
 POST_CHUNK = 1000          # documents per _bulk_docs when loading tasks
-POLL_S = 0.05
+POLL_S = 0.2   # the end time is known to this much; each look costs pouchdb-server a request
 WORKER = "bench"
 HOST = "benchhost"         # AFTER_HOST: fixes the worker's identity, bench:benchhost:0
 
