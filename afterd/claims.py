@@ -21,6 +21,17 @@ from afterd.task import TaskError, format_date, parse_date
 
 HEARTBEAT_PREFIX = "after:process:"
 
+
+def heartbeat_prefix(worker: str) -> str:
+    """The id prefix of the heartbeats of `worker`'s processes (read with _all_docs, no index)."""
+    return f"{HEARTBEAT_PREFIX}{worker}:"
+
+
+def heartbeats_of(worker: str, docs: list[dict]) -> list[dict]:
+    """The heartbeats among `docs` that are `worker`'s: a worker named "a:b" shares the prefix of "a"."""
+    return [d for d in docs if d.get("type") == "process" and d.get("worker") == worker]
+
+
 # What to do with a task whose owner is gone.
 CLAIM = "claim"              # nobody can have started it: take it and run it as planned
 INTERRUPTED = "interrupted"  # its fate is unknown: end it as error (or retry, if allowed)

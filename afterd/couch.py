@@ -15,7 +15,10 @@ from afterd import clock
 
 DESIGN_ID = "_design/after"
 FIND_PAGE_SIZE = 1000
-VIEW_PAGE_SIZE = 2000
+SCAN_PAGE_SIZE = 2000
+# A scan page may have to read many non-matching documents first (a database of
+# mostly finished tasks): its requests get this long, not the usual timeout.
+SCAN_READ_TIMEOUT_S = 600.0
 # A newline from the server every second keeps a quiet longpoll observable, so the
 # client-side deadline and a cancel request are noticed within about a second.
 CHANGES_HEARTBEAT_MS = 1000
@@ -318,29 +321,34 @@ class Couch:
             return self._request("POST", path, params=query, body={"keys": keys}, what=f"view '{view}'").json()
         return self._request("GET", path, params=query, what=f"view '{view}'").json()
 
-    def view_docs(self, view: str, key, page_size: int = VIEW_PAGE_SIZE):
-        """Yield, page by page, the documents of view rows with this key (include_docs).
+    def scan(self, selector: dict, page_size: int = SCAN_PAGE_SIZE):
+        """Yield, page by page, the current version of every document matching `selector`.
 
-        One page at a time, so a caller can handle and drop each before the next is read.
-        Pages with skip: pouchdb-server ignores startkey_docid (CouchDB's own way to page),
-        and skipping view rows is cheap next to reading the documents of a page, unlike
-        _find with skip, which cost 31 s for 10,000 tasks (docs/benchmarks.md).
-
-        Pages overlap by a quarter: a row that leaves the view meanwhile (a task that
-        just ended) shifts the later rows back, and without the overlap the row now at
-        the page boundary would be skipped unseen. So a document may come twice (callers
-        handle documents idempotently), and is missed only if more than a quarter of a
-        page left the view between two reads. Callers also follow _changes from a
-        checkpoint taken before the first page.
+        A normal _changes feed from the start, filtered on the server, paged by seq: exact
+        (a document changed meanwhile comes again later in the feed, or is caught by a feed
+        that follows from a seq taken before the scan), and it needs no index. A view or a
+        _find index must first be built, which pouchdb-server does at about 2 ms a
+        document, in one request (docs/benchmarks.md); scanning reads about 0.15 ms a
+        document. `limit` counts matching rows, so an empty page is the end.
         """
-        overlap = page_size // 4
-        skip = 0
+        since = "0"
         while True:
-            rows = self.view(view, key=key, include_docs=True, limit=page_size, skip=skip)["rows"]
-            yield [row["doc"] for row in rows if row.get("doc") is not None]
-            if len(rows) < page_size:
+            answer = self._request(
+                "POST", self._db_path + "/_changes",
+                params={"include_docs": "true", "since": since, "limit": page_size, "filter": "_selector",
+                        "selector": json.dumps(selector, separators=(",", ":"))},
+                body={"selector": selector}, what="_changes", timeout=(self.timeout_s, SCAN_READ_TIMEOUT_S)).json()
+            results = answer["results"]
+            if not results:
                 return
-            skip += len(rows) - overlap
+            yield [r["doc"] for r in results if r.get("doc") and not r.get("deleted")]
+            since = answer["last_seq"]
+
+    def docs_with_prefix(self, prefix: str) -> list[dict]:
+        """Every document whose id starts with `prefix`, from the primary index (_all_docs)."""
+        answer = self._request("GET", self._db_path + "/_all_docs", what="_all_docs", params={
+            "include_docs": "true", "startkey": json.dumps(prefix), "endkey": json.dumps(prefix + "\ufff0")})
+        return [row["doc"] for row in answer.json()["rows"] if row.get("doc")]
 
     # -- the change feed ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import logging
 import threading
 
 from afterd import clock, journal
-from afterd.claims import HEARTBEAT_PREFIX, Identity, heartbeat_doc, lease_expired
+from afterd.claims import HEARTBEAT_PREFIX, Identity, heartbeat_doc, heartbeat_prefix, heartbeats_of, lease_expired
 from afterd.couch import Conflict, CouchError, NotFound
 
 log = logging.getLogger("after.lease")
@@ -93,7 +93,8 @@ class Heartbeat(threading.Thread):
 
     def scan_peers(self):
         now = clock.now()
-        beats = self.couch.find({"type": "process", "worker": self.me.worker})
+        worker = self.me.worker
+        beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
         for beat in beats:
             process = beat["_id"][len(HEARTBEAT_PREFIX):]
             if process == self.me.process:

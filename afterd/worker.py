@@ -191,12 +191,13 @@ class Worker:
     def _load(self):
         """Arm every active task of this worker: ours, new ones, and those of dead peers."""
         beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b
-                 for b in self.couch.find({"type": "process", "worker": self.name})}
+                 for b in claims.heartbeats_of(self.name, self.couch.docs_with_prefix(claims.heartbeat_prefix(self.name)))}
         now = clock.now()
         active, foreign = set(), {}
         # Page by page, each decided and dropped before the next is read: a parsed page is
-        # ~3 KB a task, the armed state ~0.7 KB (docs/benchmarks.md).
-        for page in self.couch.view_docs("active_by_worker", self.name):
+        # ~3 KB a task, the armed state ~0.5 KB (docs/benchmarks.md). A scan, not the
+        # active_by_worker view: no index to build first (docs/benchmarks.md).
+        for page in self.couch.scan({"worker": self.name, "status": {"$in": ACTIVE}}):
             mine = []
             for doc in page:
                 if doc.get("status") not in ACTIVE:

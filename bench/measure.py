@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from afterd.couch import Couch
 from bench.harness import HOST, WORKER, Statuses, children_cpu_s, process_cpu_s, ms_epoch, percentile, post, rss_bytes, task, wait_count
 
 HERE = Path(__file__).resolve().parent
@@ -153,14 +152,6 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
             post(couch, batch)
             batch = []
     post(couch, batch)
-    # The first read of a view (or _find index) makes pouchdb-server index every document, in one request
-    # longer than the worker's 10 s timeout at this size: the worker would exit 69 (systemd
-    # restarts it and the build goes on). Index first, and report it apart.
-    t0 = time.monotonic()
-    patient = Couch(couch.base_url, couch.database, timeout_s=3600)
-    patient.view("active_by_worker", key=WORKER, limit=0)
-    patient.find({"type": "process", "worker": WORKER})   # the worker's heartbeat query: its index
-    view_index_s = time.monotonic() - t0
     ready = []
     rss = None
     for _ in range(starts):
@@ -176,8 +167,7 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
         finally:
             w.stop(timeout_s=120)
     return {"ready_s": sorted(ready)[len(ready) // 2], "ready_all_s": ready, "rss_empty_bytes": rss_empty,
-            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed,
-            "view_index_s": view_index_s}
+            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed}
 
 
 def state_bytes(n: int) -> dict:

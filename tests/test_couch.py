@@ -277,19 +277,34 @@ def test_changes_honours_limit(couch):
     assert {r["doc"]["n"] for r in first + rest} == set(range(5))
 
 
-def test_view_docs_reads_every_active_task_of_a_worker_page_by_page(couch):
-    """Given more active tasks than fit a page, and a page boundary a finished task moves,
-    when a worker reads its tasks page by page, then it sees every one at least once."""
+def test_scan_reads_every_active_task_of_a_worker_page_by_page(couch):
+    """Given more active tasks than fit a page, when a worker scans for its tasks page by
+    page while one ends and another changes, then it sees every active one at least once,
+    and nothing of another worker's and nothing finished."""
     couch.ensure_design()
     docs = [{"_id": f"t{i:02d}", "worker": "manobi", "date": "2026-12-01", "status": "waiting",
              "job": {"name": "hello"}} for i in range(9)]
     docs.append({"_id": "other", "worker": "someone", "date": "2026-12-01", "status": "waiting",
                  "job": {"name": "hello"}})
+    docs.append({"_id": "old", "worker": "manobi", "date": "2026-12-01", "status": "done",
+                 "job": {"name": "hello"}})
     assert all("rev" in r for r in couch.bulk(docs))
-    seen, pages = [], couch.view_docs("active_by_worker", "manobi", page_size=4)
+    selector = {"worker": "manobi", "status": {"$in": ["waiting", "scheduled"]}}
+    seen, pages = [], couch.scan(selector, page_size=4)
     seen += [d["_id"] for d in next(pages)]
     first = couch.get("t00")          # a task ends while the worker is between two pages
     couch.put({**first, "status": "done"})
+    last = couch.get("t08")           # and one not read yet changes (it moves to a later seq)
+    couch.put({**last, "status": "scheduled"})
     for page in pages:
         seen += [d["_id"] for d in page]
     assert set(seen) == {f"t{i:02d}" for i in range(9)}
+
+
+def test_the_heartbeats_of_a_worker_are_read_by_id_and_not_a_namesakes(couch):
+    from afterd.claims import heartbeat_prefix, heartbeats_of
+
+    beats = [{"_id": f"after:process:{w}:host:0", "type": "process", "worker": w} for w in ("a", "a:b", "ab")]
+    assert all("rev" in r for r in couch.bulk(beats + [{"_id": "a-task", "worker": "a"}]))
+    found = heartbeats_of("a", couch.docs_with_prefix(heartbeat_prefix("a")))
+    assert [d["_id"] for d in found] == ["after:process:a:host:0"]
