@@ -321,7 +321,7 @@ class Couch:
             return self._request("POST", path, params=query, body={"keys": keys}, what=f"view '{view}'").json()
         return self._request("GET", path, params=query, what=f"view '{view}'").json()
 
-    def scan(self, selector: dict, page_size: int = SCAN_PAGE_SIZE):
+    def scan(self, selector: dict, page_size: int = SCAN_PAGE_SIZE, conflicts: bool = False):
         """Yield, page by page, the current version of every document matching `selector`.
 
         A normal _changes feed from the start, filtered on the server, paged by seq: exact
@@ -329,14 +329,17 @@ class Couch:
         that follows from a seq taken before the scan), and it needs no index. A view or a
         _find index must first be built, which pouchdb-server does at about 2 ms a
         document, in one request (docs/benchmarks.md); scanning reads about 0.15 ms a
-        document. `limit` counts matching rows, so an empty page is the end.
+        document. `limit` counts matching rows, so an empty page is the end. `conflicts`
+        adds `_conflicts` to a document that has conflicting revisions.
         """
         since = "0"
+        params = {"include_docs": "true", "limit": page_size, "filter": "_selector",
+                  "selector": json.dumps(selector, separators=(",", ":"))}
+        if conflicts:
+            params["conflicts"] = "true"
         while True:
             answer = self._request(
-                "POST", self._db_path + "/_changes",
-                params={"include_docs": "true", "since": since, "limit": page_size, "filter": "_selector",
-                        "selector": json.dumps(selector, separators=(",", ":"))},
+                "POST", self._db_path + "/_changes", params={**params, "since": since},
                 body={"selector": selector}, what="_changes", timeout=(self.timeout_s, SCAN_READ_TIMEOUT_S)).json()
             results = answer["results"]
             if not results:

@@ -46,6 +46,7 @@ class RunSpec:
     at_epoch_s: float
     timeout_s: float | None
     task: dict   # {"id","worker","date","arguments","doc"} handed to the job as `task`
+    queued_since_s: float | None = None   # held back by the worker for want of room since then
 
 
 @dataclass
@@ -159,7 +160,8 @@ class Runner:
                 self._specs[spec.run_id] = spec
         sent = not stopping and self._send({
             "op": "submit", "run_id": spec.run_id, "task_id": spec.task_id, "job": spec.job,
-            "at": spec.at_epoch_s, "timeout_s": spec.timeout_s, "task": spec.task})
+            "at": spec.at_epoch_s, "timeout_s": spec.timeout_s, "task": spec.task,
+            **({"queued_since": spec.queued_since_s} if spec.queued_since_s is not None else {})})
         if not sent:
             self._deliver(RunOutcome(spec.run_id, spec.task_id, False, None, {
                 "type": "NotStarted", "message": "not started: the runner is not running",

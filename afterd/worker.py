@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from afterd import claims, clock, journal
 from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
-from afterd.feed import Feed
+from afterd.feed import Feed, has_conflicts, resolve_conflict, without_conflicts
 from afterd.lease import ACTIVE, Heartbeat
 from afterd.logs import setup_logging
 from afterd.notify import Notifier, status_line
@@ -47,12 +47,19 @@ EXIT_UNAVAILABLE = 69    # sysexits EX_UNAVAILABLE: CouchDB unreachable at start
 EXIT_NOPERM = 77         # sysexits EX_NOPERM: CouchDB refused our credentials
 
 START_BATCH_MAX = 512    # runs started per loop turn, so the loop keeps answering
+# Runs handed to the runner and not finished, per concurrency slot. The rest stay armed
+# here, a few hundred bytes each: the zygote forks from its own memory, and every run
+# queued there makes each fork slower (about 80 us per MiB on the bench machine: 20,000
+# queued runs cost ~3 ms a fork). Enough that the zygote always has the next ones.
+OUTSTANDING_PER_SLOT = 4
 IDLE_WAKE_S = 5.0        # upper bound on a select, for STATUS and lease checks
 FORGOTTEN_MAX = 100_000  # finished tasks remembered, to tell stale feed echoes apart
-# A run's `running` write waits this long: a run that ends sooner is written once, as its
-# outcome (two revisions per run, not three). Safe for at-most-once: the journal has the
-# start, and a peer taking over treats a `scheduled` task due before our lease ended as
-# possibly started (claims.may_have_started), exactly as it would a `running` one.
+# A run's `running` write waits until it has run this long: a run that ends sooner is
+# written once, as its outcome (two revisions per run, not three). Under load the outcome
+# of a no-op run reaches the loop 0.1-0.3 s after its start (forks and writes compete for
+# the CPU), hence half a second. Safe for at-most-once: the journal has the start, and a
+# peer taking over treats a `scheduled` task due before our lease ended as possibly
+# started (claims.may_have_started), exactly as it would a `running` one.
 RUNNING_WRITE_HOLD_S = 0.5
 
 
@@ -117,6 +124,8 @@ class Worker:
         self.entries: dict[str, Entry] = {}
         self.timers = Timers()
         self.runs: dict[str, str] = {}          # run id -> task id
+        self._max_outstanding = max(16, OUTSTANDING_PER_SLOT * settings.concurrency)
+        self._backlog_since_s: float | None = None   # due runs wait for room since then
         self._events: deque = deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop_requests = 0
@@ -190,16 +199,16 @@ class Worker:
 
     def _load(self):
         """Arm every active task of this worker: ours, new ones, and those of dead peers."""
-        beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b
-                 for b in claims.heartbeats_of(self.name, self.couch.docs_with_prefix(claims.heartbeat_prefix(self.name)))}
+        found = self.couch.docs_with_prefix(claims.heartbeat_prefix(self.name))
+        beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b for b in claims.heartbeats_of(self.name, found)}
         now = clock.now()
         active, foreign = set(), {}
         # Page by page, each decided and dropped before the next is read: a parsed page is
         # ~3 KB a task, the armed state ~0.5 KB (docs/benchmarks.md). A scan, not the
         # active_by_worker view: no index to build first (docs/benchmarks.md).
-        for page in self.couch.scan({"worker": self.name, "status": {"$in": ACTIVE}}):
+        for page in self.couch.scan({"worker": self.name, "status": {"$in": ACTIVE}}, conflicts=True):
             mine = []
-            for doc in page:
+            for doc in map(self._resolved, page):
                 if doc.get("status") not in ACTIVE:
                     continue
                 active.add(doc["_id"])
@@ -224,6 +233,18 @@ class Worker:
         self.journal.commit()
         self._flush_after_commit()
         log.info("loaded %d active tasks: %d armed", len(active), len(self.timers))
+
+    def _resolved(self, doc: dict) -> dict:
+        """A task found at start-up, its conflicting revisions (a CouchDB cluster) resolved
+        as the feed resolves them; as CouchDB chose if that fails now (its next change
+        tries again)."""
+        if not has_conflicts(doc):
+            return doc
+        try:
+            return resolve_conflict(self.couch, doc)
+        except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
+            log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e)
+            return without_conflicts(doc)
 
     def _feed_batch(self, docs):
         """Called in the feed thread: hand the batch to the loop and wait until it is handled."""
@@ -273,7 +294,7 @@ class Worker:
             return
         timeout_s = IDLE_WAKE_S
         nxt = self.timers.next_deadline()
-        if nxt is not None:
+        if nxt is not None and len(self.runs) < self._max_outstanding:   # else a run's end wakes us
             timeout_s = min(timeout_s, max(0.0, nxt - FORK_AHEAD_S - clock.epoch_s()))
         if watchdog_s:
             timeout_s = min(timeout_s, max(0.0, next_watchdog - clock.monotonic_s()))
@@ -659,7 +680,8 @@ class Worker:
 
     def _start_due_runs(self):
         now_s = clock.epoch_s()
-        for task_id in self.timers.pop_due(now_s + FORK_AHEAD_S, limit=START_BATCH_MAX):
+        room = self._max_outstanding - len(self.runs)
+        for task_id in self.timers.pop_due(now_s + FORK_AHEAD_S, limit=max(0, min(START_BATCH_MAX, room))):
             entry = self.entries.get(task_id)
             if entry is None or entry.phase != "armed":
                 continue
@@ -676,6 +698,12 @@ class Worker:
                                             "until ownership is confirmed")
                 continue
             self._begin(entry, task, at_s)
+        nxt = self.timers.next_deadline()
+        if nxt is not None and nxt <= now_s and len(self.runs) >= self._max_outstanding:
+            if self._backlog_since_s is None:
+                self._backlog_since_s = now_s
+        elif nxt is None or nxt > now_s:
+            self._backlog_since_s = None
 
     def _begin(self, entry, task, at_s):
         attempts = entry.doc.get("attempts", 0)
@@ -685,7 +713,8 @@ class Worker:
         entry.spec = RunSpec(run_id=run, task_id=task.id, job=task.job_name, at_epoch_s=at_s,
                              timeout_s=task.timeout_s or self.settings.default_timeout_s,
                              task={"id": task.id, "worker": task.worker, "date": format_date(task.date),
-                                   "arguments": task.arguments, "doc": entry.doc})
+                                   "arguments": task.arguments, "doc": entry.doc},
+                             queued_since_s=self._queued_since(task.date.timestamp()))
         self.journal.add("intent", run, task=task.id, date=format_date(task.date))
         if entry.confirm_first:
             # After a lapse or a takeover: start only once CouchDB confirms we still own it.
@@ -694,6 +723,12 @@ class Worker:
         else:
             # `running` is written once the run has started and outlived RUNNING_WRITE_HOLD_S.
             self._after_commit.append(lambda: self._submit(entry))
+
+    def _queued_since(self, date_s: float) -> float | None:
+        """Since when a run begun now waited for room (None: it did not)."""
+        if self._backlog_since_s is None or date_s > clock.epoch_s():
+            return None
+        return max(date_s, self._backlog_since_s)
 
     def _running_field(self, run, at_s) -> dict:
         return {"run": run, "process": self.me.process, "since": format_date(_utc(max(at_s, clock.epoch_s())))}

@@ -11,7 +11,7 @@ At the date (and only while fewer than `concurrency` jobs run) the zygote
 writes one byte to it, and the job starts within a fraction of a millisecond.
 
 Commands in (one JSON object a line):
-  {"op": "submit", "run_id", "task_id", "job", "at", "timeout_s", "task"}
+  {"op": "submit", "run_id", "task_id", "job", "at", "timeout_s", "task", "queued_since"?}
   {"op": "cancel", "run_id"}   {"op": "reload"}   {"op": "stop", "grace_s"}
 Events out:
   {"ev": "ready"}   {"ev": "start", "run_id", "started_at_s"}
@@ -87,6 +87,9 @@ class Run:
         self.task = cmd.get("task") or {}
         self.seq = seq
         self.submitted_at = submitted_at
+        # Set when the worker held the run back for want of room (its date passed while
+        # the worker already had as many runs out as it allows): it has been queued since.
+        self.queued_since = cmd.get("queued_since")
         self.state = "pending"   # pending -> forked -> running; or dropped
         self.pid = None
         self.go_w = self.result_r = self.out_r = None
@@ -97,6 +100,11 @@ class Run:
         self.queued_ms = 0.0
         self.kill_type = self.kill_reason = None
         self.sigkill_at = None
+
+    def ready_at(self) -> float:
+        """From when this run could have started but for the concurrency cap."""
+        ready = max(self.at, self.submitted_at)
+        return min(ready, self.queued_since) if self.queued_since is not None else ready
 
     @property
     def key(self):
@@ -293,8 +301,8 @@ class Zygote:
         run.state = "running"
         self.forked_waiting -= 1
         self.running.add(run.run_id)
-        if run.at <= self.saturated_at:   # it was due while every slot was taken
-            run.queued_ms = max(0.0, run.started_at - max(run.at, run.submitted_at)) * 1000
+        if run.queued_since is not None or run.at <= self.saturated_at:   # it waited for a slot
+            run.queued_ms = max(0.0, run.started_at - run.ready_at()) * 1000
         self.emit({"ev": "start", "run_id": run.run_id, "started_at_s": run.started_at})
 
     def drop(self, run: Run):
@@ -446,7 +454,7 @@ class Zygote:
         now = time.time()
         self.journal_append({"t": "result", "run": run.run_id, "task": run.task_id, "outcome": {
             **outcome, "started_at_s": self.began_at, "finished_at_s": now,
-            "queued_ms": max(0.0, self.began_at - max(run.at, run.submitted_at)) * 1000}})
+            "queued_ms": max(0.0, self.began_at - run.ready_at()) * 1000}})
 
     def journal_append(self, record: dict):
         try:

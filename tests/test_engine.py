@@ -67,17 +67,20 @@ def update(couch, doc_id, **changes):
 
 
 @pytest.fixture
-def worker(couch_url, db_name, tmp_path):
+def killed_at_end():
+    """killed_at_end(worker) -> worker, killed when the test ends, whatever the outcome."""
     started = []
-
-    def make(name="manobi", **env):
-        w = WorkerProcess(name, couch_url, db_name, tmp_path / "state",
-                          env={f"AFTER_{k.upper()}": str(v) for k, v in env.items()})
-        started.append(w)
-        return w
-    yield make
+    yield lambda w: started.append(w) or w
     for w in started:
         w.kill()
+
+
+@pytest.fixture
+def worker(couch_url, db_name, tmp_path, killed_at_end):
+    def make(name="manobi", **env):
+        return killed_at_end(WorkerProcess(name, couch_url, db_name, tmp_path / "state",
+                                           env={f"AFTER_{k.upper()}": str(v) for k, v in env.items()}))
+    return make
 
 
 def test_runs_at_its_millisecond_date_not_before(couch, worker, records):
@@ -212,12 +215,12 @@ def _due_over(records, seconds, count, start_in_s):
 
 
 def test_outage_shorter_than_the_lease_runs_on_time_and_writes_everything_after(
-        private_couch_server, tmp_path, records):
+        private_couch_server, tmp_path, records, killed_at_end):
     from afterd.couch import Couch
 
     db = Couch(private_couch_server.url, "tasks")
     db.ensure_database()
-    w = WorkerProcess("manobi", private_couch_server.url, "tasks", tmp_path / "state").start()
+    w = killed_at_end(WorkerProcess("manobi", private_couch_server.url, "tasks", tmp_path / "state")).start()
     docs = _due_over(records, seconds=25, count=25, start_in_s=4)
     ids = post_all(db, docs)
     wait_for(lambda: set(statuses(db, ids).values()) == {"scheduled"}, 15, "all scheduled")
@@ -234,13 +237,14 @@ def test_outage_shorter_than_the_lease_runs_on_time_and_writes_everything_after(
     assert "unreachable" in w.log()
 
 
-def test_outage_longer_than_the_lease_pauses_runs_and_resumes(private_couch_server, tmp_path, records):
+def test_outage_longer_than_the_lease_pauses_runs_and_resumes(private_couch_server, tmp_path, records,
+                                                              killed_at_end):
     from afterd.couch import Couch
 
     db = Couch(private_couch_server.url, "tasks")
     db.ensure_database()
-    w = WorkerProcess("manobi", private_couch_server.url, "tasks", tmp_path / "state",
-                      env={"AFTER_LEASE_S": "6", "AFTER_SKEW_MARGIN_S": "1"}).start()
+    w = killed_at_end(WorkerProcess("manobi", private_couch_server.url, "tasks", tmp_path / "state",
+                                    env={"AFTER_LEASE_S": "6", "AFTER_SKEW_MARGIN_S": "1"})).start()
     docs = _due_over(records, seconds=16, count=16, start_in_s=3)
     ids = post_all(db, docs)
     wait_for(lambda: set(statuses(db, ids).values()) == {"scheduled"}, 15, "all scheduled")

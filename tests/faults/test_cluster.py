@@ -244,6 +244,29 @@ def test_conflicts_on_a_running_workers_tasks_are_resolved_and_nothing_runs_twic
     assert w.alive()
 
 
+def test_conflicts_made_while_no_worker_ran_are_resolved_at_start_up(couch, couch_url, db_name, spawn):
+    """A task given conflicting revisions while its worker was down: the worker's start-up
+    read resolves them (the feed starts after them and would not see them until the task
+    changed again), and the worker that lost the claim to a live peer leaves the task alone."""
+    couch.ensure_design()
+    without_validation(couch)
+    live_heartbeat(couch, "host-p")
+    date = format_date(utcnow() + timedelta(hours=1))
+    task = {"_id": "t1", "worker": "manobi", "date": date, "status": "scheduled", "owner": owner("host-a"),
+            "job": {"name": "record", "arguments": []}}
+    couch.put(task)
+    body = {k: v for k, v in task.items() if k != "_id"}
+    mine, peers = make_conflict(couch, "t1", {"hash": "0" * 32, **body},
+                                {"hash": "f" * 32, **body, "owner": owner("host-p")})
+    assert len(leaves_of(couch, "t1")) == 2
+    w = spawn("manobi", couch_url, db_name, after_host="host-a").start()
+    assert leaves_of(couch, "t1") == [couch.get("t1")["_rev"]], "conflicts left after start-up"
+    current = couch.get("t1")
+    assert current["owner"] == owner("host-p") and mine in superseded(current)
+    assert "loaded 1 active tasks: 0 armed" in w.log()
+    assert w.alive()
+
+
 # -- two servers replicating with each other: a two-node cluster ------------------------------
 
 
