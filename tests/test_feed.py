@@ -31,6 +31,12 @@ class Recorder:
         with self.lock:
             return [d["_id"] for d in self.docs]
 
+    def latest(self, doc_id):
+        """The last version of a document the loop was handed, or None."""
+        with self.lock:
+            mine = [d for d in self.docs if d["_id"] == doc_id]
+        return mine[-1] if mine else None
+
     def saw(self, state):
         with self.lock:
             return any(s == state for s, _ in self.states)

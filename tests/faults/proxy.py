@@ -124,12 +124,7 @@ class CuttableProxy:
         self.mode = mode
         with self._lock:
             conns, self._conns = self._conns, set()
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+        _drop(conns)
 
     def cut(self):
         with self._lock:
@@ -142,14 +137,19 @@ class CuttableProxy:
             except OSError:
                 pass
             listener.close()
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+        _drop(conns)
 
     def restore(self):
         self.start()
 
     close = cut
+
+
+def _drop(conns):
+    """Close connections at once, both ways, so the peers see the link go."""
+    for s in conns:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()

@@ -8,21 +8,19 @@ pouchdb-server is single-node, so conflicts are made the two ways it allows:
   task posted to one is claimed on both, as two nodes of a cluster under load would.
 """
 
-import threading
 import time
 import uuid
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
 
 from afterd.couch import Couch
-from afterd.feed import Feed
 from afterd.task import format_date
 from couchdb_server import PouchServer
 from helpers import EXTERNAL_URL, wait_for
 from test_engine import post_all, record_task, statuses, wait_final
+from test_feed import Recorder, feeds  # noqa: F401 (feeds: the fixture)
 from workers import read_runs, starts_per_occurrence
 
 
@@ -89,39 +87,14 @@ def superseded(doc):
 # -- the feed alone -------------------------------------------------------------------------
 
 
-class Loop:
-    """What the worker loop would get from the feed."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.docs = []
-
-    def on_batch(self, docs):
-        with self.lock:
-            self.docs.extend(docs)
-
-    def on_state(self, state, detail):
-        pass
-
-    def latest(self, doc_id):
-        with self.lock:
-            mine = [d for d in self.docs if d["_id"] == doc_id]
-        return mine[-1] if mine else None
-
-
 @pytest.fixture
-def feed(couch):
-    loop = Loop()
-    started = []
-
+def feed(couch, feeds):  # noqa: F811 (feeds: the fixture imported from test_feed)
+    """feed() -> what the worker loop would get from a newly started feed of worker manobi."""
     def start():
-        f = Feed(couch, "manobi", "feed-manobi", loop.on_batch, loop.on_state)
-        f.start()
-        started.append(f)
+        loop = Recorder()
+        feeds(couch, loop)
         return loop
-    yield start
-    for f in started:
-        f.stop()
+    return start
 
 
 def test_the_feed_resolves_a_conflict_and_hands_the_loop_the_merged_task(couch, feed):
