@@ -333,8 +333,7 @@ class Couch:
         adds `_conflicts` to a document that has conflicting revisions.
         """
         since = "0"
-        params = {"include_docs": "true", "limit": page_size, "filter": "_selector",
-                  "selector": json.dumps(selector, separators=(",", ":"))}
+        params = {"include_docs": "true", "limit": page_size, **selector_params(selector)}
         if conflicts:
             params["conflicts"] = "true"
         while True:
@@ -380,10 +379,7 @@ class Couch:
             params["style"] = style
         body = None
         if selector is not None:
-            # Selector in the body (CouchDB reads it there) AND as a query parameter:
-            # with the body alone pouchdb-server crashes.
-            params["filter"] = "_selector"
-            params["selector"] = json.dumps(selector, separators=(",", ":"))
+            params.update(selector_params(selector))
             body = {"selector": selector}
         deadline = clock.monotonic_s() + deadline_s
         # The read timeout bounds one silent wait; heartbeats keep a healthy feed well inside it.
@@ -472,6 +468,12 @@ class Couch:
             except Conflict:
                 continue
         raise Conflict(f"{DESIGN_ID}: kept changing while being installed; is another writer looping?")
+
+
+def selector_params(selector: dict) -> dict:
+    """The query parameters of a _changes request filtered by `selector`, which also goes
+    in the body (CouchDB reads it there): with the body alone pouchdb-server crashes."""
+    return {"filter": "_selector", "selector": json.dumps(selector, separators=(",", ":"))}
 
 
 def should_replace(installed, wanted) -> bool:

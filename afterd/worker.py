@@ -487,8 +487,8 @@ class Worker:
             return
         entry = self.entries.get(doc_id)
         known_rev = entry.doc.get("_rev") if entry is not None else None
-        known_gen = _rev_gen({"_rev": known_rev}) if entry is not None else self._forgotten.get(doc_id, 0)
-        gen = _rev_gen(doc)
+        known_gen = _rev_gen(known_rev) if entry is not None else self._forgotten.get(doc_id, 0)
+        gen = _rev_gen(doc.get("_rev"))
         if not doc.get("_deleted") and (gen < known_gen or (gen == known_gen and (
                 entry is None or doc.get("_rev") == known_rev))):
             # An echo of our own write, or older: we already acted on newer. The same
@@ -825,7 +825,7 @@ class Worker:
         self._held.pop(doc_id, None)
         if entry is not None:
             # Remember its last version a while, so a late echo of an older one is ignored.
-            self._forgotten[doc_id] = _rev_gen(entry.doc)
+            self._forgotten[doc_id] = _rev_gen(entry.doc.get("_rev"))
             if len(self._forgotten) > FORGOTTEN_MAX:
                 self._forgotten.pop(next(iter(self._forgotten)))
         self.timers.disarm(doc_id)
@@ -895,10 +895,10 @@ class _Outcome:
     queued_ms: float
 
 
-def _rev_gen(doc) -> int:
-    """The generation of a revision ("7-abc" -> 7): it only grows along a document's history."""
+def _rev_gen(rev) -> int:
+    """The generation of a revision ("7-abc" -> 7; none: 0): it only grows along a document's history."""
     try:
-        return int(str(doc.get("_rev", "0")).split("-", 1)[0])
+        return int(str(rev or "0").split("-", 1)[0])
     except ValueError:
         return 0
 
