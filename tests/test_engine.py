@@ -261,3 +261,26 @@ def test_outage_longer_than_the_lease_pauses_runs_and_resumes(private_couch_serv
     for r in (r for r in read_runs(records) if r["event"] == "start"):
         assert not (lapse < r["t"] < outage_ended), "a run started while the lease had lapsed"
     assert w.alive()
+
+
+def test_a_notify_socket_nobody_reads_never_stops_the_loop(couch, worker, records, tmp_path):
+    # Given a NOTIFY_SOCKET whose owner never reads (a stalled PID 1): a datagram socket
+    # queues only net.unix.max_dgram_qlen (10) messages, then a blocking send would hang.
+    import socket
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unread:
+        unread.bind(path)
+        w = worker()
+        w.env["NOTIFY_SOCKET"] = path
+        w.start()
+        # When a task repeats every second (a STATUS change each time, READY before that)
+        [task_id] = post_all(couch, [record_task(records, utcnow(), repeat={"seconds": 1})])
+        # Then it keeps running well past the ten messages the socket can hold
+        wait_for(lambda: len([r for r in read_runs(records) if r["event"] == "start"]) >= 14,
+                 60, "14 runs with an unread notify socket")
+        # and a cancel is still seen, and SIGTERM still stops the worker within its grace
+        update(couch, task_id, status="cancel")
+        wait_for(lambda: couch.get(task_id)["status"] == "canceled", 20, "the cancel to be acted on")
+        assert w.stop(timeout_s=30) == 0
+    assert "sd_notify socket is full" in w.log()
