@@ -196,6 +196,16 @@ class Couch:
     def info(self) -> dict:
         return self._request("GET", "/", what="server info").json()
 
+    def quorum(self) -> dict:
+        """The database's cluster parameters as CouchDB 2+ states them in GET /db
+        (`cluster`: q shards, n copies, w and r quorums); {} where none are stated
+        (pouchdb-server, or a server that does not say)."""
+        answer = self._request("GET", self._db_path, what=f"database '{self.database}'").json()
+        cluster = answer.get("cluster") if isinstance(answer, dict) else None
+        if not isinstance(cluster, dict):
+            return {}
+        return {k: v for k, v in cluster.items() if k in ("q", "n", "w", "r") and isinstance(v, int)}
+
     def ensure_database(self) -> bool:
         """Create the database when missing; True if created."""
         # GET first: an anonymous or refused PUT /db has crashed pouchdb-server.
@@ -239,11 +249,29 @@ class Couch:
                              what=f"document '{doc_id}'").json()["rev"]
 
     def bulk(self, docs: list[dict]) -> list[dict]:
-        """Write many documents; one entry per doc, {"id","rev"} or {"id","error","reason"}."""
+        """Write many documents; one entry per doc, {"id","rev"} or {"id","error","reason"}.
+
+        A CouchDB cluster answers 202 when a document reached fewer copies than its
+        write quorum `w`, and marks each such document `"accepted": true`
+        (chttpd_db:update_doc_result_to_json). Such a write is durable but has not won:
+        a competing write on the same `_rev` may hold the majority (docs/guarantees.md).
+        A 202 without per-document marks is read as "every write accepted only".
+        """
         if not docs:
             return []
-        return self._request("POST", self._db_path + "/_bulk_docs", body={"docs": docs},
-                             what=f"bulk write of {len(docs)} documents").json()
+        resp = self._request("POST", self._db_path + "/_bulk_docs", body={"docs": docs},
+                             what=f"bulk write of {len(docs)} documents")
+        results = resp.json()
+        if resp.status_code == 202 and isinstance(results, list) and \
+                not any(isinstance(r, dict) and r.get("accepted") for r in results):
+            results = [{**r, "accepted": True} if isinstance(r, dict) and "rev" in r else r for r in results]
+        return results
+
+    def put_quorum(self, doc: dict) -> tuple[str, bool]:
+        """put(), also saying whether a write quorum took it (201) or fewer copies (202)."""
+        doc_id = doc["_id"]
+        resp = self._request("PUT", self._doc_path(doc_id), body=doc, what=f"document '{doc_id}'")
+        return resp.json()["rev"], resp.status_code != 202
 
     def get_local(self, name: str) -> dict | None:
         """A _local document (not replicated, not in _changes), or None when absent."""
@@ -432,12 +460,20 @@ class Couch:
                 if isinstance(row, dict) and isinstance(row.get("ok"), dict) and not row["ok"].get("_deleted")]
 
     def write_resolution(self, doc: dict | None, doc_id: str, losers: list[str]) -> list[dict]:
-        """One _bulk_docs: the merged document (over the winning rev) and a deletion of each
-        losing leaf. Answers are per document, as in bulk(): a conflict means someone else
-        changed or resolved it first."""
-        docs = ([doc] if doc is not None else []) + [{"_id": doc_id, "_rev": rev, "_deleted": True}
-                                                      for rev in losers]
-        return self.bulk(docs)
+        """The merged document (over the winning rev), then, only once it is written, a
+        deletion of each losing leaf. Answers are per document, as in bulk(): a conflict
+        means someone else changed or resolved it first.
+
+        Two requests, not one: in one _bulk_docs the merge can lose (409: the winning leaf
+        was withdrawn or changed meanwhile) while the deletions succeed, and then no live
+        leaf is left: the task is deleted. pouchdb-server also corrupts the document then
+        (docs/couchdb-differences.md)."""
+        answers = []
+        if doc is not None:
+            answers = self.bulk([doc])
+            if any(r.get("error") for r in answers):
+                return answers
+        return answers + self.bulk([{"_id": doc_id, "_rev": rev, "_deleted": True} for rev in losers])
 
     # -- the design document -------------------------------------------------------------
 
@@ -454,10 +490,7 @@ class Couch:
         want = {**doc, "_id": DESIGN_ID}
         want.pop("_rev", None)
         for _ in range(5):
-            try:
-                current = self.get(DESIGN_ID)
-            except NotFound:
-                current = None
+            current = self._design_without_conflicts()
             if current is not None and not should_replace(current.get("version"), want.get("version")):
                 return False
             if current is not None:
@@ -468,6 +501,21 @@ class Couch:
             except Conflict:
                 continue
         raise Conflict(f"{DESIGN_ID}: kept changing while being installed; is another writer looping?")
+
+
+    def _design_without_conflicts(self) -> dict | None:
+        """_design/after as a quorum has it, after deleting any rival leaf: several workers
+        starting at once through different nodes of a cluster can each install it (one
+        answered 201, the others 202), and a conflicted design document would stay so.
+        Any leaf but CouchDB's winner may go: each is a whole design, and the winner is
+        upgraded next if it is the older one."""
+        current = self.get_conflicted(DESIGN_ID)
+        for rev in (current or {}).get("_conflicts", []):
+            try:
+                self.delete(DESIGN_ID, rev)
+            except (NotFound, Conflict):
+                pass   # another worker deleted it first
+        return {k: v for k, v in current.items() if k != "_conflicts"} if current else None
 
 
 def selector_params(selector: dict) -> dict:

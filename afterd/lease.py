@@ -23,6 +23,22 @@ log = logging.getLogger("after.lease")
 ACTIVE = ["waiting", "scheduled", "running", "reschedule", "cancel"]
 
 
+def confirmed_expired(couch, beat_id: str, now, skew_margin_s: float):
+    """The peer's heartbeat as a quorum has it, if its lease ended there too; else False.
+
+    `_all_docs`, `_changes` and views are answered from one copy of each shard on a
+    cluster, which can be behind: a lease that looks ended there may have been renewed.
+    A single-document GET is answered by a read quorum (r = a majority of n), and a
+    renewal counts only when a write quorum took it (Heartbeat.renew), so the two meet.
+    A heartbeat that is gone there is ended (None).
+    """
+    try:
+        fresh = couch.get(beat_id)
+    except NotFound:
+        return None
+    return fresh if lease_expired(fresh, now, skew_margin_s) else False
+
+
 class Heartbeat(threading.Thread):
     def __init__(self, couch, me: Identity, *, lease_s: float, skew_margin_s: float, state_dir,
                  on_lease, on_peer):
@@ -60,14 +76,19 @@ class Heartbeat(threading.Thread):
             if self._rev:
                 body["_rev"] = self._rev
             try:
-                self._rev = self.couch.put(body)
-                return sent_s + self.lease_s - self.skew_margin_s
+                self._rev, quorum = self.couch.put_quorum(body)
             except Conflict:
                 # Our previous incarnation in this slot left it, or a write timed out after landing.
                 try:
                     self._rev = self.couch.get(self.me.heartbeat_id)["_rev"]
                 except NotFound:
                     self._rev = None
+                continue
+            if not quorum:
+                # 202: fewer copies than the write quorum took it. A peer reading from the
+                # others may see the old lease: this is not a renewal (docs/guarantees.md).
+                raise CouchError("the lease renewal reached fewer copies than CouchDB's write quorum (202)")
+            return sent_s + self.lease_s - self.skew_margin_s
         raise CouchError("heartbeat kept conflicting")
 
     def run(self):
@@ -104,6 +125,10 @@ class Heartbeat(threading.Thread):
                 runs = journal.read_if_dead(self.state_dir, beat["slot"])
             if runs is None and not lease_expired(beat, now, self.skew_margin_s):
                 continue  # alive, or may be
+            if runs is None:
+                beat = confirmed_expired(self.couch, beat["_id"], now, self.skew_margin_s)
+                if beat is False:
+                    continue  # a stale copy's view: a quorum has a lease that holds
             tasks = self.couch.find({"worker": self.me.worker, "owner.process": process,
                                      "status": {"$in": ACTIVE}})
             if tasks:

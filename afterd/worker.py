@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from afterd import claims, clock, journal
 from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
-from afterd.feed import Feed, has_conflicts, resolve_conflict, without_conflicts
-from afterd.lease import ACTIVE, Heartbeat
+from afterd.feed import CLAIM_RACE_GRACE_S, Feed, has_conflicts, resolve_conflict, without_conflicts
+from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
 from afterd.logs import setup_logging
 from afterd.notify import Notifier, status_line
 from afterd.repeat import plan
 from afterd.runner import FORK_AHEAD_S, Runner, RunSpec
 from afterd.task import FINAL, TaskError, format_date, normalize_status, parse_date, parse_task
 from afterd.timers import Timers
-from afterd.writer import CONFLICT, WRITTEN, Write, Writer
+from afterd.writer import ACCEPTED, CLAIM, CONFIRM, CONFLICT, WRITTEN, Write, Writer
 
 log = logging.getLogger("after.worker")
 
@@ -61,6 +61,10 @@ FORGOTTEN_MAX = 100_000  # finished tasks remembered, to tell stale feed echoes 
 # peer taking over treats a `scheduled` task due before our lease ended as possibly
 # started (claims.may_have_started), exactly as it would a `running` one.
 RUNNING_WRITE_HOLD_S = 0.5
+# After a claim or confirmation answered 202 (fewer copies than the write quorum), the
+# next confirmation waits this long: the cluster is missing nodes, and asking again at
+# once would only add writes to it.
+QUORUM_RETRY_S = 1.0
 
 
 # Entry documents are deflated with a preset dictionary of the fields a task has: a
@@ -137,6 +141,7 @@ class Worker:
         self._after_commit: list = []
         self._held: dict[str, tuple[float, dict]] = {}   # task id -> (when, its `running` field)
         self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
+        self._withdrawn: dict[str, str] = {}     # task -> our leaf withdrawn after a 202: never act on it
 
     # -- events from threads -------------------------------------------------------
 
@@ -163,6 +168,7 @@ class Worker:
         self.couch.info()
         self.couch.ensure_database()
         self.couch.ensure_design()
+        self.claim_race_grace_s = claim_race_grace(self.couch.quorum())
 
     def start(self):
         s = self.settings
@@ -192,7 +198,7 @@ class Worker:
         self.feed = Feed(Couch(s.couchdb_url, s.database), self.name, checkpoint,
                          on_batch=self._feed_batch,
                          on_state=lambda state, why: self._post("feed", state, why),
-                         owner_process=self.me.process)
+                         owner_process=self.me.process, claim_race_grace_s=self.claim_race_grace_s)
         self._load()
         self.heartbeat.start()
         self.feed.start()
@@ -223,8 +229,15 @@ class Worker:
             runs = None
             if beat and beat.get("host") == self.me.host and isinstance(beat.get("slot"), int):
                 runs = journal.read_if_dead(self.state_dir, beat["slot"])
-            if runs is not None or claims.lease_expired(beat, now, self.settings.skew_margin_s):
-                self._take_over(beat, process, tasks, runs)
+            if runs is None:
+                if not claims.lease_expired(beat, now, self.settings.skew_margin_s):
+                    continue
+                # The scan read one copy; a takeover rests on what a quorum says.
+                beat = confirmed_expired(self.couch, claims.HEARTBEAT_PREFIX + process, now,
+                                         self.settings.skew_margin_s)
+                if beat is False:
+                    continue
+            self._take_over(beat, process, tasks, runs)
         # Runs our predecessor in this slot left open whose task is no longer active.
         for run_id, rec in self._predecessor.items():
             if rec.state != "written" and rec.task not in active:
@@ -241,7 +254,7 @@ class Worker:
         if not has_conflicts(doc):
             return doc
         try:
-            return resolve_conflict(self.couch, doc)
+            return resolve_conflict(self.couch, doc, me=self.me.process)
         except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
             log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e)
             return without_conflicts(doc)
@@ -344,6 +357,11 @@ class Worker:
         if entry is None:
             return
         entry.writing = False
+        if kind == ACCEPTED:
+            self._not_won(entry, tag, *info)
+            return
+        if write.decides:
+            self._set_problem("quorum", None)
         if kind == WRITTEN:
             entry.doc = {**write.doc, "_rev": info}
             if tag.startswith("outcome:"):
@@ -370,6 +388,44 @@ class Worker:
         else:  # REFUSED: CouchDB's validation said no to a worker write: a bug, say so loudly
             log.error("CouchDB refused our update of task %s (%s): %s", doc_id, tag, info)
             self._forget(doc_id, "refused")
+
+    def _not_won(self, entry, tag, rev, current):
+        """A claim or confirmation that a write quorum did not take (202 on a cluster): we do
+        not own the task (yet). The writer has read it from a quorum and withdrawn our leaf
+        if a rival stands; decide again from that, and confirm before any run."""
+        doc_id = entry.id
+        log.info("task %s: our %s was answered 202 (fewer copies than the write quorum): not starting",
+                 doc_id, tag, extra={"task_id": doc_id})
+        self._set_problem("quorum", "CouchDB takes writes on fewer copies than its write quorum: "
+                                    "runs wait until a claim is confirmed")
+        entry.latest = None   # a feed copy of our own leaf proves nothing
+        if tag == "running" and entry.phase == "starting":
+            self.runs.pop(entry.run_id, None)
+            self.journal.add("written", entry.run_id)   # never started
+            entry.phase, entry.run_id = "new", None
+        entry.confirm_first = True
+        if current is None:
+            self._forget(doc_id, "deleted")
+            return
+        if current.get("_rev") != rev:
+            self._withdrawn[doc_id] = rev
+            if len(self._withdrawn) > FORGOTTEN_MAX:
+                self._withdrawn.pop(next(iter(self._withdrawn)))
+        elif current.get("status") == "running":
+            # Our confirmation stands alone but unconfirmed: undo it as a claim (a run of
+            # ours that never began, not a predecessor's to settle) and confirm again later.
+            entry.doc = current
+            entry.phase = "new"
+            self._write(entry, {**{k: v for k, v in current.items() if k != "running"},
+                                "status": "scheduled"}, "claim")
+            return
+        self._decide(current)
+        if entry.phase == "armed" and self.entries.get(doc_id) is entry:
+            task = parse_task(entry.doc)
+            self.timers.arm(doc_id, max(task.date.timestamp(), self._now_s() + QUORUM_RETRY_S))
+
+    def _now_s(self) -> float:
+        return clock.epoch_s()
 
     def _after_write(self, entry, tag):
         doc = entry.doc
@@ -485,6 +541,8 @@ class Worker:
         doc_id = doc.get("_id", "")
         if doc_id.startswith(("_design/", claims.HEARTBEAT_PREFIX)):
             return
+        if self._withdrawn and self._withdrawn.get(doc_id) == doc.get("_rev"):
+            return   # our own leaf that a quorum never took: it is on its way out
         entry = self.entries.get(doc_id)
         known_rev = entry.doc.get("_rev") if entry is not None else None
         known_gen = _rev_gen(known_rev) if entry is not None else self._forgotten.get(doc_id, 0)
@@ -818,7 +876,8 @@ class Worker:
     def _write(self, entry, doc, tag):
         log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"))
         entry.writing = True
-        self.writer.submit(Write(doc=doc, tag=tag))
+        decides = CLAIM if tag == "claim" else CONFIRM if tag == "running" and entry.confirm_first else None
+        self.writer.submit(Write(doc=doc, tag=tag, decides=decides))
 
     def _forget(self, doc_id, why, cancel_run=False):
         entry = self.entries.pop(doc_id, None)
@@ -893,6 +952,26 @@ class _Outcome:
     started_at_s: float | None
     finished_at_s: float
     queued_ms: float
+
+
+def claim_race_grace(quorum: dict) -> float:
+    """How long the feed leaves rival claims for their 202 losers to withdraw (feed.py).
+
+    On a cluster (n > 1 copies) a claim wins only when a write quorum took it, and with
+    w a majority of n two rival claims cannot both win: the losers withdraw, and the
+    feed must not settle the race first. Elsewhere (one node, or servers replicating to
+    each other) every claim was answered 201 and nothing will be withdrawn: the feed
+    settles rival claims at once by the ordinary rule (docs/guarantees.md).
+    """
+    n, w = quorum.get("n", 1), quorum.get("w")
+    if n <= 1:
+        return 0.0
+    if w is not None and 2 * w <= n:
+        log.warning("the database keeps n=%d copies with a write quorum w=%d, not a majority: two rival "
+                    "claims can both be answered 201, and a task may run twice (docs/guarantees.md)", n, w)
+    log.info("CouchDB cluster: n=%d copies, w=%s, r=%s: a claim counts only when a write quorum took it",
+             n, w, quorum.get("r"))
+    return CLAIM_RACE_GRACE_S
 
 
 def _rev_gen(rev) -> int:

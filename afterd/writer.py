@@ -32,13 +32,17 @@ BATCH_INTERVAL_S = 0.02
 BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 8.0
 
-WRITTEN, CONFLICT, REFUSED = "written", "conflict", "refused"
+WRITTEN, CONFLICT, REFUSED, ACCEPTED = "written", "conflict", "refused", "accepted"
+# What a write decides (Write.decides): a claim of the task, or the confirmation that
+# we still own it just before a run starts (after a lapse, a takeover, or a 202).
+CLAIM, CONFIRM = "claim", "confirm"
 
 
 @dataclass
 class Write:
     doc: dict        # the full document to store, with the _rev it replaces
     tag: object      # the loop's note on why it wrote this; handed back untouched
+    decides: str | None = None   # CLAIM or CONFIRM: won only when a write quorum took it
 
 
 class Writer(threading.Thread):
@@ -130,13 +134,69 @@ class Writer(threading.Thread):
         current = self._current([w.doc["_id"] for w in conflicts]) if conflicts else {}
         for write in batch:
             res = by_id.get(write.doc["_id"], {})
-            if "rev" in res and "error" not in res:
+            if "rev" in res and "error" not in res and write.decides and (
+                    res.get("accepted") or (write.decides == CONFIRM and self._contested(write, res["rev"]))):
+                # Not won (docs/guarantees.md, "With a CouchDB cluster"): find out from a quorum.
+                self.on_result(ACCEPTED, write, (res["rev"], self._settle(write, res["rev"])))
+            elif "rev" in res and "error" not in res:
+                # An outcome, a cancel, a refusal answered 202 is durable all the same: if it
+                # conflicts later, the resolution keeps it (afterd/conflicts.py, rules 1-3).
                 self.on_result(WRITTEN, write, res["rev"])
             elif res.get("error") == "conflict":
                 self.on_result(CONFLICT, write, current.get(write.doc["_id"]))
             else:
                 reason = res.get("reason") or res.get("error") or "no answer for this document"
                 self.on_result(REFUSED, write, str(reason))
+
+    def _contested(self, write, rev) -> bool:
+        """A confirmation that a quorum took may still stand beside a rival leaf that spread
+        since our claim (two claims each answered 202, then synced): read it back from a
+        quorum before the run starts. Only confirmations pay this read; they are rare."""
+        current = self._retrying(lambda: self.couch.get_conflicted(write.doc["_id"]))
+        return current is None or current.get("_rev") != rev or bool(current.get("_conflicts"))
+
+    def _settle(self, write, rev) -> dict | None:
+        """After a claim or confirmation that did not win: the task as a quorum sees it, with
+        our own leaf withdrawn when another live leaf stands beside it (so ours cannot
+        become the winner once the copies sync). None: the task is gone."""
+        doc_id = write.doc["_id"]
+        current = self._retrying(lambda: self.couch.get_conflicted(doc_id))
+        if current is None:
+            return None
+        leaves = [current["_rev"], *current.get("_conflicts", [])]
+        if leaves == [rev]:
+            return current          # ours alone so far: the loop confirms again before a run
+        try:
+            self.couch.delete(doc_id, rev)
+            log.info("task %s: our write %s reached fewer copies than the write quorum beside %s: "
+                     "withdrawn", doc_id, rev, ", ".join(r for r in leaves if r != rev))
+        except CouchError as e:
+            log.info("task %s: withdrawing our write %s: %s", doc_id, rev, e)
+        after = self._retrying(lambda: self.couch.get_conflicted(doc_id))
+        if after is None:
+            # Every claim was answered 202 and every claimant withdrew: the task would be
+            # lost. Put it back as its user left it, for whoever claims it next.
+            back = {k: v for k, v in write.doc.items()
+                    if k not in ("_rev", "owner", "running", "_conflicts")}
+            back["status"] = "waiting"
+            log.warning("task %s: every rival claim was withdrawn; putting it back as waiting", doc_id)
+            try:
+                self.couch.put(back)
+            except CouchError as e:
+                log.warning("task %s: could not put it back: %s", doc_id, e)
+            after = self._retrying(lambda: self.couch.get_conflicted(doc_id))
+        return {k: v for k, v in after.items() if k != "_conflicts"} if after else None
+
+    def _retrying(self, read):
+        while True:
+            try:
+                return read()
+            except (CouchError, LookupError, TypeError) as e:
+                self.on_state(False, f"CouchDB unreachable, retrying in 1s: {e}")
+                with self._cond:
+                    if self._stopping:
+                        return None   # shutting down: the next start reads it again
+                    self._cond.wait(1.0)
 
     def _current(self, doc_ids) -> dict:
         """The documents as they are now (one request), for the loop to decide again.

@@ -1,0 +1,109 @@
+"""Exactly once when the server answers as a CouchDB cluster does: a claim answered 202 is
+not a claim, and a lease read from a stale copy is not a lease that ended.
+
+Each worker process talks to the server through its own QuorumProxy (quorum_proxy.py):
+the loser of every claim race is answered 202 and its revision planted as a
+conflicting leaf, as a cluster leaves it; some winning writes are answered 202 too.
+AFTER_TEST_COUCHDB_URL points the same tests at a real server (then the proxy stands
+in front of it just the same).
+"""
+
+import os
+from datetime import timedelta
+
+import pytest
+
+from afterd.couch import Couch
+from helpers import wait_for
+from quorum_proxy import QuorumProxy
+from test_cluster import utcnow, without_validation
+from test_engine import post_all, record_task, wait_final
+from workers import read_runs, starts_per_occurrence
+
+# 400 in `make test` (about a minute each on two cores); the issue's 1,000 with
+# AFTER_TEST_QUORUM_TASKS=1000 (docs/guarantees.md has the figures of such a run).
+TASKS = int(os.environ.get("AFTER_TEST_QUORUM_TASKS", "400"))
+
+
+@pytest.fixture
+def proxies(couch_url):
+    made = []
+
+    def make(**kwargs):
+        made.append(QuorumProxy(couch_url, seed=len(made), **kwargs).start())
+        return made[-1]
+    yield make
+    for p in made:
+        p.close()
+
+
+def race(couch, db_name, spawn, records, proxies, processes, stale_one=False, accept_p=0.0):
+    couch.ensure_design()
+    # pouchdb-server drops new_edits=false writes while a validate_doc_update exists
+    # (test_cluster.without_validation): the planted leaves need it gone.
+    without_validation(couch)
+    ps = [proxies(accept_p=accept_p) for _ in range(processes)]
+    workers = [spawn("manobi", p.url, db_name, state=f"state-{i}", after_host=f"host-{i}",
+                     after_lease_s=6, after_skew_margin_s=1).start() for i, p in enumerate(ps)]
+    if stale_one:
+        ps[-1].stale_leases = True   # its one-copy reads say every peer's lease ended
+    # The test's own reads go through a proxy too (see QuorumProxy._exclusion).
+    couch = Couch(ps[0].url, db_name)
+    start = utcnow() + timedelta(seconds=3)
+    ids = post_all(couch, [record_task(records, start + timedelta(milliseconds=5 * i)) for i in range(TASKS)])
+    try:
+        final = wait_final(couch, ids, 300)
+    finally:
+        for i, p in enumerate(ps):
+            (records / f"planted-{i}.txt").write_text("\n".join(p.planted_revs))
+    starts = starts_per_occurrence(records)
+    twice = {k: n for k, n in starts.items() if n > 1}
+    conflicted = [i for i in ids if couch.get_conflicted(i).get("_conflicts")]
+    print(f"\n{processes} processes, {TASKS} tasks: {sum(p.planted for p in ps)} lost claims answered 202 "
+          f"and planted, {sum(p.accepted for p in ps)} won writes answered 202, "
+          f"{sum(p.stale_reads for p in ps)} stale lease reads; ran twice: {len(twice)}; "
+          f"conflicts left: {len(conflicted)}")
+    assert not twice, f"ran twice: {twice}"
+    assert {d["status"] for d in final.values()} == {"done"}
+    assert len(starts) == TASKS
+    assert sum(p.planted for p in ps) > 0, "no claim race happened: the test proved nothing"
+    wait_for(lambda: not [i for i in conflicted if couch.get_conflicted(i).get("_conflicts")], 30,
+             "no conflict left")
+    assert all(w.alive() for w in workers)
+    return ps, workers
+
+
+def test_two_processes_racing_with_202_answers_run_each_task_once(couch, db_name, spawn, records, proxies):
+    race(couch, db_name, spawn, records, proxies, processes=2)
+
+
+def test_three_processes_one_reading_stale_leases_run_each_task_once(couch, db_name, spawn, records, proxies):
+    ps, workers = race(couch, db_name, spawn, records, proxies, processes=3, stale_one=True)
+    assert ps[-1].stale_reads > 0, "the stale copy was never read"
+    assert "is gone;" not in workers[-1].log(), "a live peer's tasks were taken over on a stale read"
+
+
+@pytest.mark.soak
+def test_races_where_some_winners_are_answered_202_too(couch, db_name, spawn, records, proxies):
+    # A node away and a race at once: a claim that did reach a quorum is answered 202 now
+    # and then, so both claimants may withdraw and the task goes back to waiting. A soak
+    # test: pouchdb-server corrupts such a document now and then (a leaf without its body,
+    # then a crash on every _all_docs or _find; docs/couchdb-differences.md).
+    race(couch, db_name, spawn, records, proxies, processes=2, accept_p=0.05)
+
+
+def test_every_claim_answered_202_runs_nothing_until_a_claim_wins(couch, db_name, spawn, records, proxies):
+    # Given a cluster with too many nodes away: every write reaches fewer copies than w
+    couch.ensure_design()
+    p = proxies(accept_p=1.0)
+    w = spawn("manobi", p.url, db_name).start()
+    [task_id] = post_all(couch, [record_task(records, utcnow())])
+    # Then the task is held, not run, and the log and STATUS say why
+    wait_for(lambda: p.accepted >= 3, 30, "the worker to claim, and confirm, again")
+    assert read_runs(records) == []
+    assert "answered 202" in w.log()
+    # When the nodes come back (writes reach a quorum), it runs, once
+    p.accept_p = 0.0
+    doc = wait_final(couch, [task_id], 60)[task_id]
+    assert doc["status"] == "done"
+    assert list(starts_per_occurrence(records).values()) == [1]
