@@ -45,7 +45,7 @@ RESOLVE_GIVE_UP_AFTER = 5
 # not a cluster's quorum, made them (two servers replicating both ways: both claims were
 # answered 201). Resolving sooner could hand the task to a 202 loser whose withdrawal is
 # still on its way, while the 201 winner runs it.
-CLAIM_RACE_GRACE_S = 15.0
+CLAIM_RACE_GRACE_S = 60.0
 
 
 def backoff_s(failures: int, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S, rng=random) -> float:

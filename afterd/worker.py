@@ -90,7 +90,7 @@ class Entry:
     a few times per run, each read a fresh copy, so callers may change what they get.
     """
     __slots__ = ("id", "_packed", "phase", "run_id", "writing", "latest", "outcome", "cancel",
-                 "confirm_first", "spec", "taking_from")
+                 "confirm_first", "spec", "taking_from", "not_before_s")
 
     def __init__(self, doc: dict):
         self.id = doc.get("_id")       # the same str object as the key in Worker.entries
@@ -104,6 +104,7 @@ class Entry:
         self.confirm_first = False     # write `running` and see it succeed before starting
         self.spec = None               # the RunSpec of the current run
         self.taking_from: str | None = None  # the dead process whose run we are settling
+        self.not_before_s = 0.0        # epoch: after a claim that did not win, confirm no sooner
 
     @property
     def doc(self) -> dict:
@@ -142,6 +143,7 @@ class Worker:
         self._held: dict[str, tuple[float, dict]] = {}   # task id -> (when, its `running` field)
         self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
         self._withdrawn: dict[str, str] = {}     # task -> our leaf withdrawn after a 202: never act on it
+        self._unstarted: dict[str, None] = {}    # runs whose `running` we wrote, then did not start
 
     # -- events from threads -------------------------------------------------------
 
@@ -254,7 +256,9 @@ class Worker:
         if not has_conflicts(doc):
             return doc
         try:
-            return resolve_conflict(self.couch, doc, me=self.me.process)
+            # Rival claims are left to their 202 losers here as in the feed (feed.py).
+            return resolve_conflict(self.couch, doc, me=self.me.process,
+                                    defer_race=lambda _id: self.claim_race_grace_s > 0)
         except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
             log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e)
             return without_conflicts(doc)
@@ -358,7 +362,7 @@ class Worker:
             return
         entry.writing = False
         if kind == ACCEPTED:
-            self._not_won(entry, tag, *info)
+            self._not_won(entry, write, *info)
             return
         if write.decides:
             self._set_problem("quorum", None)
@@ -389,40 +393,42 @@ class Worker:
             log.error("CouchDB refused our update of task %s (%s): %s", doc_id, tag, info)
             self._forget(doc_id, "refused")
 
-    def _not_won(self, entry, tag, rev, current):
-        """A claim or confirmation that a write quorum did not take (202 on a cluster): we do
-        not own the task (yet). The writer has read it from a quorum and withdrawn our leaf
-        if a rival stands; decide again from that, and confirm before any run."""
-        doc_id = entry.id
-        log.info("task %s: our %s was answered 202 (fewer copies than the write quorum): not starting",
-                 doc_id, tag, extra={"task_id": doc_id})
+    def _not_won(self, entry, write, rev, current, withdrawn):
+        """A claim or confirmation that did not win (answered 202 on a cluster, or a
+        confirmation beside a rival claim): we do not own the task, or not yet. The writer
+        read it from a quorum and withdrew our leaf where a rival stands; decide again from
+        what it read, and confirm before any run."""
+        doc_id, tag = entry.id, write.tag
+        log.info("task %s: our %s was not confirmed by a write quorum: not starting", doc_id, tag,
+                 extra={"task_id": doc_id})
         self._set_problem("quorum", "CouchDB takes writes on fewer copies than its write quorum: "
                                     "runs wait until a claim is confirmed")
         entry.latest = None   # a feed copy of our own leaf proves nothing
         if tag == "running" and entry.phase == "starting":
             self.runs.pop(entry.run_id, None)
             self.journal.add("written", entry.run_id)   # never started
+            self._unstarted[entry.run_id] = None
+            if len(self._unstarted) > FORGOTTEN_MAX:
+                self._unstarted.pop(next(iter(self._unstarted)))
             entry.phase, entry.run_id = "new", None
         entry.confirm_first = True
-        if current is None:
-            self._forget(doc_id, "deleted")
-            return
-        if current.get("_rev") != rev:
+        entry.not_before_s = self._now_s() + QUORUM_RETRY_S
+        if withdrawn:
             self._withdrawn[doc_id] = rev
             if len(self._withdrawn) > FORGOTTEN_MAX:
                 self._withdrawn.pop(next(iter(self._withdrawn)))
-        elif current.get("status") == "running":
-            # Our confirmation stands alone but unconfirmed: undo it as a claim (a run of
-            # ours that never began, not a predecessor's to settle) and confirm again later.
-            entry.doc = current
+        elif tag == "running":
+            # Our `running` leaf stands, but no run began: take it back to a claim (else it
+            # reads as a run of ours that died) and confirm again later.
+            entry.doc = {**write.doc, "_rev": rev}
             entry.phase = "new"
-            self._write(entry, {**{k: v for k, v in current.items() if k != "running"},
-                                "status": "scheduled"}, "claim")
+            self._write(entry, {**{k: v for k, v in write.doc.items() if k != "running"},
+                                "_rev": rev, "status": "scheduled"}, "claim")
+            return
+        if current is None:
+            self._forget(doc_id, "deleted")
             return
         self._decide(current)
-        if entry.phase == "armed" and self.entries.get(doc_id) is entry:
-            task = parse_task(entry.doc)
-            self.timers.arm(doc_id, max(task.date.timestamp(), self._now_s() + QUORUM_RETRY_S))
 
     def _now_s(self) -> float:
         return clock.epoch_s()
@@ -638,11 +644,16 @@ class Worker:
                 self._settle_predecessor(entry, run, prior)
                 return
         entry.phase = "armed"
-        self.timers.arm(entry.id, task.date.timestamp())
+        self.timers.arm(entry.id, max(task.date.timestamp(), entry.not_before_s))
 
     def _recover_running(self, entry):
         """Ours and `running`, but not in this process: our predecessor in this slot ran it."""
         run = (entry.doc.get("running") or {}).get("run")
+        if run in self._unstarted:
+            # Our own confirmation of a run that never began (not confirmed by a write
+            # quorum), made the winner by a conflict's resolution: claim it again.
+            self._claim(entry, reset_anchor=False)
+            return
         prior = self._predecessor.pop(run, None) if run else None
         if prior is not None and prior.state == "intent":
             self._claim(entry, reset_anchor=False)   # journaled, never started: run it

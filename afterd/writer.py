@@ -20,6 +20,7 @@ import logging
 import random
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from afterd import clock
@@ -27,10 +28,18 @@ from afterd.couch import CouchError, Unavailable, Unauthorized
 
 log = logging.getLogger("after.writer")
 
+
+def without_conflicts(doc: dict | None) -> dict | None:
+    return {k: v for k, v in doc.items() if k != "_conflicts"} if doc is not None else None
+
 BATCH_MAX = 1000
 BATCH_INTERVAL_S = 0.02
 BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 8.0
+# Claims answered 202 are settled (a quorum read, perhaps a withdrawal) beside the
+# writer, a few at a time: outcomes must not wait behind them, and a withdrawal must
+# land before peers give up waiting for it (feed.CLAIM_RACE_GRACE_S).
+SETTLERS = 4
 
 WRITTEN, CONFLICT, REFUSED, ACCEPTED = "written", "conflict", "refused", "accepted"
 # What a write decides (Write.decides): a claim of the task, or the confirmation that
@@ -55,7 +64,10 @@ class Writer(threading.Thread):
         self._cond = threading.Condition()
         self._stopping = False
         self._inflight = 0
+        self._settling = 0
         self._last_send_mono = float("-inf")
+        self._settlers = None            # a thread pool, made on the first 202
+        self._settler_couch = threading.local()
 
     def submit(self, write: Write):
         with self._cond:
@@ -64,13 +76,13 @@ class Writer(threading.Thread):
 
     def pending(self) -> int:
         with self._cond:
-            return len(self._queue) + self._inflight
+            return len(self._queue) + self._inflight + self._settling
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything submitted so far is written (or refused); False on timeout."""
         deadline = clock.monotonic_s() + timeout_s
         with self._cond:
-            while self._queue or self._inflight:
+            while self._queue or self._inflight or self._settling:
                 left = deadline - clock.monotonic_s()
                 if left <= 0:
                     return False
@@ -81,6 +93,8 @@ class Writer(threading.Thread):
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        if self._settlers is not None:
+            self._settlers.shutdown(wait=False, cancel_futures=True)
 
     def run(self):
         backoff_s = 0.0
@@ -135,9 +149,9 @@ class Writer(threading.Thread):
         for write in batch:
             res = by_id.get(write.doc["_id"], {})
             if "rev" in res and "error" not in res and write.decides and (
-                    res.get("accepted") or (write.decides == CONFIRM and self._contested(write, res["rev"]))):
-                # Not won (docs/guarantees.md, "With a CouchDB cluster"): find out from a quorum.
-                self.on_result(ACCEPTED, write, (res["rev"], self._settle(write, res["rev"])))
+                    res.get("accepted") or write.decides == CONFIRM):
+                # Not won, or not yet known to be (docs/guarantees.md, "With a CouchDB cluster").
+                self._settle_soon(write, res["rev"], bool(res.get("accepted")))
             elif "rev" in res and "error" not in res:
                 # An outcome, a cancel, a refusal answered 202 is durable all the same: if it
                 # conflicts later, the resolution keeps it (afterd/conflicts.py, rules 1-3).
@@ -148,31 +162,60 @@ class Writer(threading.Thread):
                 reason = res.get("reason") or res.get("error") or "no answer for this document"
                 self.on_result(REFUSED, write, str(reason))
 
-    def _contested(self, write, rev) -> bool:
+    def _settle_soon(self, write, rev, accepted: bool):
+        with self._cond:
+            self._settling += 1
+            if self._settlers is None:
+                self._settlers = ThreadPoolExecutor(SETTLERS, thread_name_prefix="after-settle")
+        self._settlers.submit(self._settle_and_report, write, rev, accepted)
+
+    def _settle_and_report(self, write, rev, accepted: bool):
+        try:
+            couch = getattr(self._settler_couch, "couch", None)
+            if couch is None:
+                couch = self._settler_couch.couch = self.couch.clone()
+            if accepted:
+                self.on_result(ACCEPTED, write, (rev, *self._settle(couch, write, rev)))
+            elif self._contested(couch, write, rev):
+                # A quorum took our confirmation, but a rival claim stands beside it (its
+                # claimant has not withdrawn it yet): not now; the loop confirms again.
+                current = self._retrying(lambda: couch.get_conflicted(write.doc["_id"]))
+                self.on_result(ACCEPTED, write, (rev, without_conflicts(current), False))
+            else:
+                self.on_result(WRITTEN, write, rev)
+        except Exception:   # a bug here must not leave the loop waiting on this task forever
+            log.exception("settling the write of task %s failed", write.doc.get("_id"))
+            self.on_result(ACCEPTED, write, (rev, None, False))
+        finally:
+            with self._cond:
+                self._settling -= 1
+                self._cond.notify_all()
+
+    def _contested(self, couch, write, rev) -> bool:
         """A confirmation that a quorum took may still stand beside a rival leaf that spread
         since our claim (two claims each answered 202, then synced): read it back from a
         quorum before the run starts. Only confirmations pay this read; they are rare."""
-        current = self._retrying(lambda: self.couch.get_conflicted(write.doc["_id"]))
+        current = self._retrying(lambda: couch.get_conflicted(write.doc["_id"]))
         return current is None or current.get("_rev") != rev or bool(current.get("_conflicts"))
 
-    def _settle(self, write, rev) -> dict | None:
-        """After a claim or confirmation that did not win: the task as a quorum sees it, with
-        our own leaf withdrawn when another live leaf stands beside it (so ours cannot
-        become the winner once the copies sync). None: the task is gone."""
+    def _settle(self, couch, write, rev) -> tuple[dict | None, bool]:
+        """After a claim or confirmation answered 202: the task as a quorum sees it, and
+        whether our own leaf was withdrawn (it is when another live leaf stands beside it,
+        so that ours cannot become the winner once the copies sync). None: it is gone."""
         doc_id = write.doc["_id"]
-        current = self._retrying(lambda: self.couch.get_conflicted(doc_id))
+        current = self._retrying(lambda: couch.get_conflicted(doc_id))
         if current is None:
-            return None
+            return None, False
         leaves = [current["_rev"], *current.get("_conflicts", [])]
         if leaves == [rev]:
-            return current          # ours alone so far: the loop confirms again before a run
+            return current, False   # ours alone so far: the loop confirms again before a run
         try:
-            self.couch.delete(doc_id, rev)
+            couch.delete(doc_id, rev)
             log.info("task %s: our write %s reached fewer copies than the write quorum beside %s: "
                      "withdrawn", doc_id, rev, ", ".join(r for r in leaves if r != rev))
         except CouchError as e:
             log.info("task %s: withdrawing our write %s: %s", doc_id, rev, e)
-        after = self._retrying(lambda: self.couch.get_conflicted(doc_id))
+        after = self._retrying(lambda: couch.get_conflicted(doc_id))
         if after is None:
             # Every claim was answered 202 and every claimant withdrew: the task would be
             # lost. Put it back as its user left it, for whoever claims it next.
@@ -181,11 +224,11 @@ class Writer(threading.Thread):
             back["status"] = "waiting"
             log.warning("task %s: every rival claim was withdrawn; putting it back as waiting", doc_id)
             try:
-                self.couch.put(back)
+                couch.put(back)
             except CouchError as e:
                 log.warning("task %s: could not put it back: %s", doc_id, e)
-            after = self._retrying(lambda: self.couch.get_conflicted(doc_id))
-        return {k: v for k, v in after.items() if k != "_conflicts"} if after else None
+            after = self._retrying(lambda: couch.get_conflicted(doc_id))
+        return without_conflicts(after), True
 
     def _retrying(self, read):
         while True:

@@ -106,7 +106,8 @@ class QuorumProxy:
         fwd = {k: v for k, v in headers.items() if k.lower() in ("content-type", "accept", "authorization",
                                                                  "cookie")}
         url = urlsplit(path)
-        side = None if url.path.endswith("/_changes") else "write"
+        side = ("read" if url.path.endswith(("/_all_docs", "/_find"))
+                else "write" if method in ("PUT", "DELETE") or url.path.endswith("/_bulk_docs") else None)
         try:
             with self._exclusion.side(side):
                 resp = self._session().request(method, self.upstream + path, data=body, headers=fwd,
