@@ -34,13 +34,11 @@ import sys
 import _signal
 import time
 
+# Exit codes of a child whose own machinery (not the job) ended it.
+from afterd.exits import EXIT_NOT_STARTED, EXIT_OK, EXIT_SOFTWARE
 from afterd.jobapi import JobTask, encode_outcome, prepare_module, run_job
 from afterd.jobfiles import CodeCache, JobError, resolve
 
-# Exit codes of a child whose own machinery (not the job) ended it.
-EXIT_OK = 0
-EXIT_NOT_STARTED = 75   # EX_TEMPFAIL: told to go away before its date
-EXIT_INTERNAL = 70      # EX_SOFTWARE: the runner's code in the child failed
 
 # A child is given its slot this long before its date and waits for the date
 # itself (sleeping, then spinning the last SPIN_S), so the zygote's own delays
@@ -368,7 +366,7 @@ class Zygote:
                 try:
                     self.child(run, path, code, go_r, result_w, out_w, blocked)
                 finally:
-                    os._exit(EXIT_INTERNAL)
+                    os._exit(EXIT_SOFTWARE)
         except OSError as exc:
             for fd in (go_r, go_w, result_r, result_w, out_r, out_w):
                 os.close(fd)
@@ -637,7 +635,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     signal.set_wakeup_fd(wakeup_w)
     Zygote(config, cmd_fd, out_fd, wakeup_r).serve()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
