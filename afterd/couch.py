@@ -202,6 +202,10 @@ class Couch:
                 return False
             raise
 
+    def put_security(self, security: dict) -> None:
+        """Set the database's _security object (admins and members, by name or role)."""
+        self._request("PUT", self._db_path + "/_security", body=security, what="setting _security")
+
     def update_seq(self):
         """The database's current sequence: opaque, only to be handed back to changes()."""
         return self._request("GET", self._db_path, what=f"database '{self.database}'").json()["update_seq"]
