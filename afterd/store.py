@@ -286,9 +286,9 @@ class MemoryStore:
         body = {k: copy.deepcopy(v) for k, v in doc.items() if k not in ("_id", "_rev", "_deleted")}
         if self.validate is not None:
             old = None if leaf is None or leaf.deleted else leaf.doc(doc_id)
-            new = {"_id": doc_id, "_rev": rev, **body} if not deleted else {"_id": doc_id, "_rev": rev, "_deleted": True}
-            if rev is None:
-                new.pop("_rev")
+            # What validate_doc_update sees: a deletion is the bare tombstone.
+            new = {"_id": doc_id, **({"_rev": rev} if rev is not None else {})}
+            new.update({"_deleted": True} if deleted else body)
             try:
                 self.validate(new, old)
             except Forbidden as e:
