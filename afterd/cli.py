@@ -14,15 +14,8 @@ from datetime import datetime, timedelta, timezone
 from afterd import __version__
 from afterd import daemon
 from afterd.config import ConfigError, Settings, load_settings, mask_url
-
-# Exit codes (sysexits.h where one fits, so scripts and systemd can tell causes apart).
-EXIT_OK = 0
-EXIT_FAILURE = 1         # the command ran but could not do what was asked
-EXIT_USAGE = 2           # bad flags or arguments (argparse uses 2 as well)
-EXIT_UNAVAILABLE = 69    # EX_UNAVAILABLE: CouchDB unreachable or failing
-EXIT_NOPERM = 77         # EX_NOPERM: CouchDB refused our credentials
-EXIT_CONFIG = 78         # EX_CONFIG: a setting is wrong
-EXIT_INTERRUPTED = 130   # Ctrl-C, as shells report it
+from afterd.exits import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NOPERM, EXIT_OK,
+                          EXIT_UNAVAILABLE, EXIT_USAGE)
 
 PROG = "after"
 

@@ -36,6 +36,7 @@ The rule (docs/guarantees.md, "With a CouchDB cluster"):
 
 from dataclasses import dataclass
 
+from afterd.claims import owner_of
 from afterd.task import FINAL, STATUS_ALIASES
 
 USER_EDITS = ("cancel", "reschedule")
@@ -75,11 +76,6 @@ def status_of(doc: dict) -> str:
 def runs_of(doc: dict) -> int:
     runs = doc.get("runs")
     return int(runs) if isinstance(runs, (int, float)) and not isinstance(runs, bool) and runs >= 0 else 0
-
-
-def owner_of(doc: dict):
-    owner = doc.get("owner")
-    return owner.get("process") if isinstance(owner, dict) else None
 
 
 def is_claim_race(leaves: list[dict]) -> bool:

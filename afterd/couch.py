@@ -12,6 +12,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import requests
 
 from afterd import clock
+# Credentials in a URL are shown masked everywhere; config.py, which reads the URL, owns the rule.
+from afterd.config import mask_url
 
 DESIGN_ID = "_design/after"
 FIND_PAGE_SIZE = 1000
@@ -67,18 +69,6 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
         netloc += f":{parts.port}"
     base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
     return base, user, password
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***; safe to print and log."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-    except ValueError:
-        return "(unparsable URL)"
 
 
 def quote_doc_id(doc_id: str) -> str:
@@ -221,6 +211,10 @@ class Couch:
             if e.status == 412:  # created by someone else meanwhile
                 return False
             raise
+
+    def put_security(self, security: dict) -> None:
+        """Set the database's _security object (admins and members, by name or role)."""
+        self._request("PUT", self._db_path + "/_security", body=security, what="setting _security")
 
     def update_seq(self):
         """The database's current sequence: opaque, only to be handed back to changes()."""

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from afterd.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
 # systemd instance names and our file names: keep them to a safe alphabet.
 WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}\Z")
 EARLY_EXIT_WATCH_S = 1.0     # how long `start -b` watches for a worker that dies at once
@@ -28,7 +30,7 @@ POLL_S = 0.05
 class DaemonError(Exception):
     """One line for the user; `code` is the exit code to leave with."""
 
-    def __init__(self, message: str, code: int = 1):
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
         super().__init__(message)
         self.code = code
 
@@ -36,7 +38,7 @@ class DaemonError(Exception):
 def check_worker_name(name: str) -> str:
     if not WORKER_NAME.match(name):
         raise DaemonError(f"{name!r} is not a usable worker name: use letters, digits and _ . @ -, "
-                          "starting with a letter or digit", code=2)
+                          "starting with a letter or digit", code=EXIT_USAGE)
     return name
 
 
@@ -195,7 +197,7 @@ def daemon_start(name: str, worker_argv: list[str]) -> int:
                               + (f": {last}" if last else f"; see {paths.log}"))
         time.sleep(POLL_S)
     print(f"worker {name} started in the background (pid {proc.pid}); log: {paths.log}")
-    return 0
+    return EXIT_OK
 
 
 def last_line(path: Path) -> str:
@@ -225,7 +227,7 @@ def daemon_stop(name: str, grace_s: float) -> int:
         time.sleep(POLL_S)
     files(name).pid.unlink(missing_ok=True)
     print(f"worker {name} stopped")
-    return 0
+    return EXIT_OK
 
 
 def daemon_log(name: str, follow: bool, lines: int | None, out=None) -> int:
@@ -251,7 +253,7 @@ def daemon_log(name: str, follow: bool, lines: int | None, out=None) -> int:
             if f.tell() > os.stat(path).st_size:   # truncated by `after clean`: start over
                 f.seek(0)
             time.sleep(0.2)
-    return 0
+    return EXIT_OK
 
 
 def daemon_workers() -> list[tuple[str, int, Path]]:
@@ -278,4 +280,4 @@ def daemon_clean(name: str) -> int:
     except FileNotFoundError:
         raise DaemonError(f"worker {name} has no log file ({path}); nothing to clean") from None
     print(f"emptied {path} ({size} bytes); the worker keeps writing to it")
-    return 0
+    return EXIT_OK

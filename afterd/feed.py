@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 
-from afterd import clock, conflicts
+from afterd import claims, clock, conflicts
 from afterd.couch import FINAL_STATUSES, CouchError, Unavailable
 from afterd.task import is_worker_record
 
@@ -147,7 +147,7 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS, me: str | N
                 log.debug("task %s: %s", doc_id, last)
             else:
                 log.info("task %s: resolved conflicting revisions %s: %s is its owner, %d leaves deleted",
-                         doc_id, ", ".join(revs), conflicts.owner_of(resolution.merged),
+                         doc_id, ", ".join(revs), claims.owner_of(resolution.merged),
                          len(resolution.losers), extra={"task_id": doc_id})
         current = couch.get_conflicted(doc_id)
         if current is None and resolution is not None:

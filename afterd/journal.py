@@ -25,6 +25,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# Every record's format is in journal_records.py (importable by the zygote's children).
+from afterd.journal_records import INTENT, OUTCOME, RESULT, START, WRITTEN, encode, record
+
 PREFIX = "journal-"
 COMPACT_BYTES = 1 << 20
 
@@ -61,18 +64,18 @@ def replay_lines(lines) -> dict[str, RunRecord]:
             continue  # a line cut by a crash mid-write
         entry = runs.setdefault(run_id, RunRecord(run=run_id))
         kind = rec.get("t")
-        if kind == "intent":
+        if kind == INTENT:
             entry.intent = rec
             entry.task = rec.get("task")
-        elif kind == "start":
+        elif kind == START:
             entry.started_at_s = rec.get("at")
-        elif kind == "outcome":
+        elif kind == OUTCOME:
             entry.outcome = rec.get("update")
             entry.task = entry.task or rec.get("task")
-        elif kind == "result":
+        elif kind == RESULT:
             entry.result = rec.get("outcome")
             entry.task = entry.task or rec.get("task")
-        elif kind == "written":
+        elif kind == WRITTEN:
             entry.written = True
     return runs
 
@@ -90,11 +93,10 @@ class Journal:
         self._open_runs: set[str] = set()
 
     def add(self, kind: str, run_id: str, **fields):
-        rec = {"t": kind, "run": run_id, **fields}
-        self._buffer.append(json.dumps(rec, separators=(",", ":"), default=str).encode() + b"\n")
-        if kind == "intent":
+        self._buffer.append(encode(record(kind, run_id, **fields)))
+        if kind == INTENT:
             self._open_runs.add(run_id)
-        elif kind == "written":
+        elif kind == WRITTEN:
             self._open_runs.discard(run_id)
 
     def commit(self):

@@ -21,6 +21,10 @@ from afterd.couch import Conflict, CouchError, NotFound
 log = logging.getLogger("after.lease")
 
 ACTIVE = ["waiting", "scheduled", "running", "reschedule", "cancel"]
+# stop() waits for the thread at most one request timeout of its store (Couch's
+# timeout_s; this when the store has none) plus a margin.
+STOP_WAIT_DEFAULT_S = 10.0
+STOP_WAIT_MARGIN_S = 1.0
 
 
 def confirmed_expired(couch, beat_id: str, now, skew_margin_s: float):
@@ -62,9 +66,25 @@ class Heartbeat(threading.Thread):
         self._next_scan_s = 0.0
         self._wake.set()
 
-    def stop(self):
+    def stop(self, wait_s: float | None = None) -> bool:
+        """Stop the thread and wait until it has ended (at most wait_s); True if it has.
+
+        The caller's final renew(stopped=True) must not race a renew still in flight in
+        this thread: both use `_rev`, and the thread's write, retried after the 409 the
+        final one causes, would put back a live lease over "stopped" (peers would then
+        wait for the lease to end instead of taking our tasks at once). A request in
+        flight ends within the store's timeout, hence the default bound.
+        """
         self._stopping = True
         self._wake.set()
+        if wait_s is None:
+            wait_s = getattr(self.couch, "timeout_s", STOP_WAIT_DEFAULT_S) + STOP_WAIT_MARGIN_S
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(wait_s)
+        if self.is_alive():
+            log.warning("the heartbeat thread is still writing after %gs; going on without it", wait_s)
+            return False
+        return True
 
     # -- the thread ------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ class RunSpec:
     at_epoch_s: float
     timeout_s: float | None
     task: dict   # {"id","worker","date","arguments","doc"} handed to the job as `task`
-    queued_since_s: float | None = None   # held back by the worker for want of room since then
+    queued_since_s: float | None = None   # epoch s: held back by the worker for want of room since then
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Runner:
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._ready = threading.Event()
-        self._spawned_mono = 0.0
+        self._spawned_mono_s = 0.0
         self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------------
@@ -116,7 +116,7 @@ class Runner:
             [sys.executable, "-m", "afterd.zygote", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, bufsize=0)
         self._proc = proc
-        self._spawned_mono = clock.monotonic_s()
+        self._spawned_mono_s = clock.monotonic_s()
         self._reader = threading.Thread(target=self._read_events, args=(proc,),
                                         name="runner-reader", daemon=True)
         self._reader.start()
@@ -160,8 +160,8 @@ class Runner:
                 self._specs[spec.run_id] = spec
         sent = not stopping and self._send({
             "op": "submit", "run_id": spec.run_id, "task_id": spec.task_id, "job": spec.job,
-            "at": spec.at_epoch_s, "timeout_s": spec.timeout_s, "task": spec.task,
-            **({"queued_since": spec.queued_since_s} if spec.queued_since_s is not None else {})})
+            "at_epoch_s": spec.at_epoch_s, "timeout_s": spec.timeout_s, "task": spec.task,
+            **({"queued_since_epoch_s": spec.queued_since_s} if spec.queued_since_s is not None else {})})
         if not sent:
             self._deliver(RunOutcome(spec.run_id, spec.task_id, False, None, {
                 "type": "NotStarted", "message": "not started: the runner is not running",
@@ -239,7 +239,7 @@ class Runner:
             proc.stdin.close()
         self._report_lost("the runner's process died during the run")
         # A zygote that cannot even start should not be respawned in a tight loop.
-        if clock.monotonic_s() - self._spawned_mono < 1.0:
+        if clock.monotonic_s() - self._spawned_mono_s < 1.0:
             threading.Event().wait(1.0)
         with self._lock:
             if self._stopping:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from afterd import claims, clock, journal
 from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
+from afterd.exits import EXIT_NOPERM, EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE
 from afterd.feed import CLAIM_RACE_GRACE_S, Feed, has_conflicts, resolve_conflict, without_conflicts
 from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
 from afterd.logs import setup_logging
@@ -40,11 +41,6 @@ from afterd.timers import Timers
 from afterd.writer import ACCEPTED, CLAIM, CONFIRM, CONFLICT, WRITTEN, Write, Writer
 
 log = logging.getLogger("after.worker")
-
-EXIT_OK = 0
-EXIT_SOFTWARE = 70       # sysexits EX_SOFTWARE: the feed hit a final error
-EXIT_UNAVAILABLE = 69    # sysexits EX_UNAVAILABLE: CouchDB unreachable at start
-EXIT_NOPERM = 77         # sysexits EX_NOPERM: CouchDB refused our credentials
 
 START_BATCH_MAX = 512    # runs started per loop turn, so the loop keeps answering
 # Runs handed to the runner and not finished, per concurrency slot. The rest stay armed

@@ -11,9 +11,10 @@ At the date (and only while fewer than `concurrency` jobs run) the zygote
 writes one byte to it, and the job starts within a fraction of a millisecond.
 
 Commands in (one JSON object a line):
-  {"op": "submit", "run_id", "task_id", "job", "at", "timeout_s", "task", "queued_since"?}
+  {"op": "submit", "run_id", "task_id", "job", "at_epoch_s", "timeout_s", "task",
+   "queued_since_epoch_s"?}
   {"op": "cancel", "run_id"}   {"op": "reload"}   {"op": "stop", "grace_s"}
-Events out:
+Events out (started_at_s and finished_at_s are epoch seconds):
   {"ev": "ready"}   {"ev": "start", "run_id", "started_at_s"}
   {"ev": "outcome", "run_id", "task_id", "ok", "result", "error",
    "started_at_s", "finished_at_s", "queued_ms"}
@@ -34,13 +35,12 @@ import sys
 import _signal
 import time
 
+# Exit codes of a child whose own machinery (not the job) ended it.
+from afterd.exits import EXIT_NOT_STARTED, EXIT_OK, EXIT_SOFTWARE
+from afterd.journal_records import encode, result_record, start_record
 from afterd.jobapi import JobTask, encode_outcome, prepare_module, run_job
 from afterd.jobfiles import CodeCache, JobError, resolve
 
-# Exit codes of a child whose own machinery (not the job) ended it.
-EXIT_OK = 0
-EXIT_NOT_STARTED = 75   # EX_TEMPFAIL: told to go away before its date
-EXIT_INTERNAL = 70      # EX_SOFTWARE: the runner's code in the child failed
 
 # A child is given its slot this long before its date and waits for the date
 # itself (sleeping, then spinning the last SPIN_S), so the zygote's own delays
@@ -78,37 +78,41 @@ def describe_exit(status: int) -> tuple[str, str]:
 
 
 class Run:
-    def __init__(self, cmd: dict, seq: int, submitted_at: float):
+    """One run. Times carry their clock in their names: _epoch_s is time.time() (dates,
+    what the worker and the journal see), _mono_s is time.monotonic() (timeouts, kill
+    deadlines: they must not jump with the wall clock)."""
+
+    def __init__(self, cmd: dict, seq: int, submitted_at_epoch_s: float):
         self.run_id = cmd["run_id"]
         self.task_id = cmd.get("task_id")
         self.job = cmd.get("job")
-        self.at = float(cmd["at"])
+        self.at_epoch_s = float(cmd["at_epoch_s"])
         self.timeout_s = cmd.get("timeout_s")
         self.task = cmd.get("task") or {}
         self.seq = seq
-        self.submitted_at = submitted_at
+        self.submitted_at_epoch_s = submitted_at_epoch_s
         # Set when the worker held the run back for want of room (its date passed while
         # the worker already had as many runs out as it allows): it has been queued since.
-        self.queued_since = cmd.get("queued_since")
+        self.queued_since_epoch_s = cmd.get("queued_since_epoch_s")
         self.state = "pending"   # pending -> forked -> running; or dropped
         self.pid = None
         self.go_w = self.result_r = self.out_r = None
         self.result_buf = bytearray()
         self.result_overflow = False
         self.out_tail = bytearray()
-        self.started_at = self.started_mono = None
+        self.started_at_epoch_s = self.started_at_mono_s = None
         self.queued_ms = 0.0
         self.kill_type = self.kill_reason = None
-        self.sigkill_at = None
+        self.sigkill_at_mono_s = None
 
-    def ready_at(self) -> float:
+    def ready_at_epoch_s(self) -> float:
         """From when this run could have started but for the concurrency cap."""
-        ready = max(self.at, self.submitted_at)
-        return min(ready, self.queued_since) if self.queued_since is not None else ready
+        ready = max(self.at_epoch_s, self.submitted_at_epoch_s)
+        return min(ready, self.queued_since_epoch_s) if self.queued_since_epoch_s is not None else ready
 
     @property
     def key(self):
-        return (self.at, self.seq, self.run_id)
+        return (self.at_epoch_s, self.seq, self.run_id)
 
 
 class Zygote:
@@ -137,12 +141,12 @@ class Zygote:
         self.running: set[str] = set()
         self.by_pid: dict[int, Run] = {}      # children not yet reaped
         self.forked_waiting = 0
-        self.saturated_at = float("-inf")   # the last time a due run found every slot taken
+        self.saturated_at_epoch_s = float("-inf")   # the last time a due run found every slot taken
         self.seq = 0
         self.cmd_buf = b""
         self.cmd_closed = False
         self.stopping = False
-        self.stop_deadline = self.stop_grace_s = None
+        self.stop_deadline_mono_s = self.stop_grace_s = None
         self.sel = selectors.DefaultSelector()
         for fd in (cmd_fd, wakeup_fd):
             os.set_blocking(fd, False)
@@ -170,22 +174,22 @@ class Zygote:
                 else:
                     self.drain_run(run, kind)
 
-    def next_wake(self, now: float, mono: float) -> float:
+    def next_wake(self, now_epoch_s: float, now_mono_s: float) -> float:
         """Seconds until something is due."""
         wake = [IDLE_WAKE_S]
         unforked = next((k for k in self.waiting if self.runs[k[2]].state == "pending"), None)
         if unforked and self.forked_waiting < self.prefork_max:
-            wake.append(unforked[0] - self.fork_ahead_s - now)
+            wake.append(unforked[0] - self.fork_ahead_s - now_epoch_s)
         for run_id in self.running:
             run = self.runs[run_id]
             if run.timeout_s is not None and run.kill_reason is None:
-                wake.append(run.started_mono + run.timeout_s - mono)
-            if run.sigkill_at is not None:
-                wake.append(run.sigkill_at - mono)
-        if self.stop_deadline is not None:
-            wake.append(self.stop_deadline - mono)
+                wake.append(run.started_at_mono_s + run.timeout_s - now_mono_s)
+            if run.sigkill_at_mono_s is not None:
+                wake.append(run.sigkill_at_mono_s - now_mono_s)
+        if self.stop_deadline_mono_s is not None:
+            wake.append(self.stop_deadline_mono_s - now_mono_s)
         if self.waiting and len(self.running) < self.concurrency:
-            wake.append(self.waiting[0][0] - GRANT_AHEAD_S - now)
+            wake.append(self.waiting[0][0] - GRANT_AHEAD_S - now_epoch_s)
         return min(wake)
 
     # --- commands -----------------------------------------------------------------
@@ -244,7 +248,7 @@ class Zygote:
             return
         self.stopping = True
         self.stop_grace_s = grace_s
-        self.stop_deadline = time.monotonic() + grace_s
+        self.stop_deadline_mono_s = time.monotonic() + grace_s
         for key in list(self.waiting):
             self.not_started(self.runs[key[2]])
 
@@ -262,25 +266,25 @@ class Zygote:
 
     # --- scheduling ---------------------------------------------------------------
 
-    def fork_ahead(self, now: float):
+    def fork_ahead(self, now_epoch_s: float):
         head = self.waiting[0] if self.waiting else None
         if (head and self.runs[head[2]].state == "forked"
                 and len(self.running) < self.concurrency
-                and head[0] - GRANT_AHEAD_S - now < FORK_GUARD_S):
+                and head[0] - GRANT_AHEAD_S - now_epoch_s < FORK_GUARD_S):
             return   # the next grant comes first
-        for at, _, run_id in self.waiting:
-            if at - now > self.fork_ahead_s or self.forked_waiting >= self.prefork_max:
+        for at_epoch_s, _, run_id in self.waiting:
+            if at_epoch_s - now_epoch_s > self.fork_ahead_s or self.forked_waiting >= self.prefork_max:
                 break
             run = self.runs[run_id]
             if run.state == "pending":
                 self.fork(run)
 
-    def dispatch(self, now: float):
-        while self.waiting and self.waiting[0][0] - GRANT_AHEAD_S <= now:
+    def dispatch(self, now_epoch_s: float):
+        while self.waiting and self.waiting[0][0] - GRANT_AHEAD_S <= now_epoch_s:
             if len(self.running) >= self.concurrency:
                 # Every run due by now waits for a slot. Remembering when is enough to
                 # tell later (go) whether a run waited: it did iff it was due by then.
-                self.saturated_at = now
+                self.saturated_at_epoch_s = now_epoch_s
                 return
             run = self.runs[self.waiting.pop(0)[2]]
             if run.state == "pending" and not self.fork(run):
@@ -289,9 +293,9 @@ class Zygote:
 
     def go(self, run: Run):
         """Give the run its slot: its child starts the job at the date (now, if overdue)."""
-        now, mono = time.time(), time.monotonic()
-        ahead_s = max(0.0, run.at - now)
-        run.started_at, run.started_mono = now + ahead_s, mono + ahead_s
+        now_epoch_s, now_mono_s = time.time(), time.monotonic()
+        ahead_s = max(0.0, run.at_epoch_s - now_epoch_s)
+        run.started_at_epoch_s, run.started_at_mono_s = now_epoch_s + ahead_s, now_mono_s + ahead_s
         try:
             os.write(run.go_w, b"g")
         except OSError:
@@ -301,9 +305,10 @@ class Zygote:
         run.state = "running"
         self.forked_waiting -= 1
         self.running.add(run.run_id)
-        if run.queued_since is not None or run.at <= self.saturated_at:   # it waited for a slot
-            run.queued_ms = max(0.0, run.started_at - run.ready_at()) * 1000
-        self.emit({"ev": "start", "run_id": run.run_id, "started_at_s": run.started_at})
+        # It waited for a slot: the worker held it back, or it was due while all were taken.
+        if run.queued_since_epoch_s is not None or run.at_epoch_s <= self.saturated_at_epoch_s:
+            run.queued_ms = max(0.0, run.started_at_epoch_s - run.ready_at_epoch_s()) * 1000
+        self.emit({"ev": "start", "run_id": run.run_id, "started_at_s": run.started_at_epoch_s})
 
     def drop(self, run: Run):
         """Forget a run that has not started; its waiting child, if any, goes away."""
@@ -322,24 +327,24 @@ class Zygote:
             "type": "NotStarted", "message": "not started: the worker is shutting down",
             "traceback": None})
 
-    def enforce_deadlines(self, mono: float):
+    def enforce_deadlines(self, now_mono_s: float):
         for run_id in list(self.running):
             run = self.runs[run_id]
             if (run.timeout_s is not None and run.kill_reason is None
-                    and mono >= run.started_mono + run.timeout_s):
+                    and now_mono_s >= run.started_at_mono_s + run.timeout_s):
                 self.kill(run, "Timeout", f"timed out after {_seconds(run.timeout_s)} s",
                           signal.SIGKILL)
-            if (self.stop_deadline is not None and mono >= self.stop_deadline
+            if (self.stop_deadline_mono_s is not None and now_mono_s >= self.stop_deadline_mono_s
                     and run.kill_reason is None):
                 self.kill(run, "WorkerShutdown", "killed at worker shutdown after grace of "
                           f"{_seconds(self.stop_grace_s)} s", signal.SIGKILL)
-            if run.sigkill_at is not None and mono >= run.sigkill_at:
-                run.sigkill_at = None
+            if run.sigkill_at_mono_s is not None and now_mono_s >= run.sigkill_at_mono_s:
+                run.sigkill_at_mono_s = None
                 self.signal_group(run, signal.SIGKILL)
 
     def kill(self, run: Run, kind: str, reason: str, sig: int):
         run.kill_type, run.kill_reason = kind, reason
-        run.sigkill_at = None if sig == signal.SIGKILL else time.monotonic() + self.kill_grace_s
+        run.sigkill_at_mono_s = None if sig == signal.SIGKILL else time.monotonic() + self.kill_grace_s
         self.signal_group(run, sig)
 
     def signal_group(self, run: Run, sig: int):
@@ -368,7 +373,7 @@ class Zygote:
                 try:
                     self.child(run, path, code, go_r, result_w, out_w, blocked)
                 finally:
-                    os._exit(EXIT_INTERNAL)
+                    os._exit(EXIT_SOFTWARE)
         except OSError as exc:
             for fd in (go_r, go_w, result_r, result_w, out_r, out_w):
                 os.close(fd)
@@ -425,7 +430,7 @@ class Zygote:
         if os.read(go_r, 1) != b"g":
             os._exit(EXIT_NOT_STARTED)
         os.close(go_r)
-        wait_until(run.at)
+        wait_until(run.at_epoch_s)
         outcome = run_job(code, module, path, task, self.memory_limit_bytes,
                           on_begin=lambda: self.journal_start(run.run_id))
         data = memoryview(encode_outcome(outcome))
@@ -443,22 +448,22 @@ class Zygote:
         """In the child, just before run(task): the run has begun, for good."""
         if self.journal_fd is None:
             return
-        self.began_at = time.time()
-        self.journal_append({"t": "start", "run": run_id, "at": self.began_at})
+        self.began_at_epoch_s = time.time()
+        self.journal_append(start_record(run_id, self.began_at_epoch_s))
 
     def journal_result(self, run, outcome: dict):
         """In the child, once run(task) returned or raised: the outcome survives a worker
         killed before it heard of it (the journal's replay writes it to CouchDB)."""
-        if self.journal_fd is None or getattr(self, "began_at", None) is None:
+        if self.journal_fd is None or getattr(self, "began_at_epoch_s", None) is None:
             return
-        now = time.time()
-        self.journal_append({"t": "result", "run": run.run_id, "task": run.task_id, "outcome": {
-            **outcome, "started_at_s": self.began_at, "finished_at_s": now,
-            "queued_ms": max(0.0, self.began_at - run.ready_at()) * 1000}})
+        self.journal_append(result_record(run.run_id, run.task_id, outcome,
+                                          began_at_epoch_s=self.began_at_epoch_s,
+                                          finished_at_epoch_s=time.time(),
+                                          ready_at_epoch_s=run.ready_at_epoch_s()))
 
     def journal_append(self, record: dict):
         try:
-            os.write(self.journal_fd, json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n")
+            os.write(self.journal_fd, encode(record))
         except (OSError, TypeError, ValueError):
             pass   # the pipe to the zygote still carries the outcome; the journal is a safety net
 
@@ -566,7 +571,7 @@ class Zygote:
         self.running.discard(run.run_id)
         self.emit({"ev": "outcome", "run_id": run.run_id, "task_id": run.task_id, "ok": ok,
                    "result": result if ok else None, "error": None if ok else error,
-                   "started_at_s": run.started_at, "finished_at_s": time.time(),
+                   "started_at_s": run.started_at_epoch_s, "finished_at_s": time.time(),
                    "queued_ms": run.queued_ms})
 
     def emit(self, event: dict):
@@ -637,7 +642,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     signal.set_wakeup_fd(wakeup_w)
     Zygote(config, cmd_fd, out_fd, wakeup_r).serve()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the test server's starter is shared with the tests
 
-from afterd.couch import Couch, CouchError, mask_url  # noqa: E402
+from afterd.config import mask_url  # noqa: E402
+from afterd.couch import Couch, CouchError  # noqa: E402
 from couchdb_server import PouchServer, free_port  # noqa: E402
 
 EXIT_OK = 0

@@ -40,13 +40,10 @@ def assert_one_line_error(result, code):
 
 
 @pytest.fixture
-def db_env(env, couch):
-    """`after` pointed at the per-test database (created empty by the `couch` fixture)."""
-    return {**env, "AFTER_COUCHDB_URL": couch_url_of(couch), "AFTER_DATABASE": couch.database}
-
-
-def couch_url_of(couch):
-    return couch.base_url
+def db_env(env, couch, couch_url):
+    """`after` pointed at the per-test database (created empty by the `couch` fixture).
+    couch_url, not couch.base_url: it keeps the credentials a real CouchDB needs."""
+    return {**env, "AFTER_COUCHDB_URL": couch_url, "AFTER_DATABASE": couch.database}
 
 
 def add(db_env, *args):

@@ -89,7 +89,7 @@ def test_local_documents_are_read_back_and_replaced(couch):
     couch.put_local("feed-manobi", {"seq": "2-opaque"})
     assert couch.get_local("feed-manobi")["seq"] == "2-opaque"
     # A second client (another process) replaces it too, despite not knowing its rev.
-    Couch(couch.base_url, couch.database).put_local("feed-manobi", {"seq": 3})
+    couch.clone().put_local("feed-manobi", {"seq": 3})   # clone(): the URL's credentials too
     couch.put_local("feed-manobi", {"seq": 4})
     assert couch.get_local("feed-manobi")["seq"] == 4
 
@@ -112,7 +112,8 @@ def test_a_missing_database_is_not_found(couch_url, db_name):
 def guarded_server_url(tmp_path):
     """A server whose only admin is admin:secret (admin party over)."""
     if EXTERNAL_URL:
-        return EXTERNAL_URL  # a real CouchDB 3 always requires credentials
+        yield EXTERNAL_URL  # a real CouchDB 3 always requires credentials
+        return
     server = PouchServer(tmp_path / "guarded", admins={"admin": "secret"})
     server.start()
     yield server.url
@@ -208,7 +209,7 @@ def test_two_workers_installing_the_design_at_once_write_it_once(couch):
 
     def install():
         try:
-            results.append(Couch(couch.base_url, couch.database).ensure_design(new))
+            results.append(couch.clone().ensure_design(new))
         except Exception as e:  # reported below, so a failure says what happened
             errors.append(e)
 

@@ -8,6 +8,7 @@ on the same address and port.
 
 import socket
 import threading
+from urllib.parse import urlsplit
 
 
 GARBAGE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n"
@@ -20,7 +21,16 @@ class CuttableProxy:
     """mode: "pass" (relay to upstream), "garbage" (answer every request with a broken
     response) or "hang" (send headers and half a body, then nothing, forever)."""
 
-    def __init__(self, listen_host: str, upstream: tuple[str, int]):
+    def __init__(self, listen_host: str, upstream: "str | tuple[str, int]"):
+        """upstream: the CouchDB URL to relay to, whose scheme, credentials and path `url`
+        keeps (a real CouchDB wants them: AFTER_TEST_COUCHDB_URL), or a (host, port)."""
+        self.scheme, self.userinfo, self.path = "http", "", ""
+        if isinstance(upstream, str):
+            parts = urlsplit(upstream)
+            self.scheme, self.path = parts.scheme, parts.path.rstrip("/")
+            if "@" in parts.netloc:
+                self.userinfo = parts.netloc.rsplit("@", 1)[0] + "@"
+            upstream = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         self.mode = "pass"
         self.blocked_paths: tuple[str, ...] = ()   # connections whose first request names one are dropped
         self.listen_host = listen_host
@@ -33,7 +43,8 @@ class CuttableProxy:
 
     @property
     def url(self):
-        return f"http://{self.listen_host}:{self.port}"
+        """The upstream's URL through this proxy (with the upstream's credentials, if any)."""
+        return f"{self.scheme}://{self.userinfo}{self.listen_host}:{self.port}{self.path}"
 
     def start(self):
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

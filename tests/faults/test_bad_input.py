@@ -198,12 +198,9 @@ def test_documents_forced_in_before_the_design_end_as_error_and_the_worker_goes_
 
 
 def test_a_server_that_answers_garbage_or_hangs_is_survived(couch, couch_url, db_name, spawn, records):
-    from urllib.parse import urlsplit
-
     from proxy import CuttableProxy
 
-    upstream = urlsplit(couch_url)
-    front = CuttableProxy("127.0.0.5", (upstream.hostname, upstream.port)).start()
+    front = CuttableProxy("127.0.0.5", couch_url).start()   # the URL: its credentials carry over
     try:
         w = spawn("manobi", front.url, db_name).start()
         soon = lambda s: datetime.now(timezone.utc) + timedelta(seconds=s)  # noqa: E731

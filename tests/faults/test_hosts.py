@@ -10,7 +10,6 @@ Cutting one host's link for longer than the lease shows the lease at work.
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -58,8 +57,7 @@ def test_three_replicas_10000_tasks_no_duplicates(couch, couch_url, db_name, spa
 
 @pytest.fixture
 def proxies(couch_url):
-    upstream = urlsplit(couch_url)
-    made = {h: CuttableProxy(f"127.0.0.{i + 2}", (upstream.hostname, upstream.port)).start()
+    made = {h: CuttableProxy(f"127.0.0.{i + 2}", couch_url).start()   # the URL: its credentials too
             for i, h in enumerate(("host-a", "host-b", "host-c"))}
     yield made
     for p in made.values():
