@@ -426,7 +426,7 @@ def test_jobs_lists_the_shipped_examples_as_loadable(env):
     examples = Path(__file__).resolve().parent.parent / "jobs"
     result = after("jobs", "--jobs-dir", str(examples), env=env)
     states = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:])
-    for name in ("generate_billing", "http_request", "shell", "start_replication"):
+    for name in ("generate_billing", "http_request", "notify_url", "shell", "start_replication"):
         assert states[name] == "ok", result.stdout
 
 
