@@ -105,6 +105,8 @@ def parse_choice(doc: dict, name: str, choices: tuple, default: str) -> str:
 
 def parse_policy(doc: dict) -> Policy:
     """The task's policies; TaskError naming the first bad field."""
+    if not any(name in doc for name in POLICY_FIELDS):
+        return DEFAULT_POLICY       # most tasks: no work on the worker's hot path
     if "retry" in doc:     # null is refused: the field always meant a number
         retry = parse_retry(doc["retry"])
     else:
