@@ -793,14 +793,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", required=True, help="job name (a module in the jobs folder)")
     # --arg and --arg-json mix (in order), so they cannot be in a mutually exclusive group
     # with --arguments: build_task refuses that pair itself.
-    args_group = p
-    args_group.add_argument("--arg", dest="arg", action="append", default=[], type=text_arg, metavar="VALUE",
-                            help="an argument for the job, stored as text as typed (repeatable: "
-                                 "--arg 1234 --arg x gives [\"1234\", \"x\"])")
-    args_group.add_argument("--arg-json", dest="arg", action="append", type=json_arg, metavar="JSON",
-                            help="an argument for the job as a JSON value (1234 a number, true, "
-                                 "{\"a\": 1}); mixes with --arg in the order given")
-    args_group.add_argument("--arguments", metavar="JSON", help="all arguments as one JSON list or object")
+    p.add_argument("--arg", dest="arg", action="append", default=[], type=text_arg, metavar="VALUE",
+                   help="an argument for the job, stored as text as typed (repeatable: "
+                        "--arg 1234 --arg x gives [\"1234\", \"x\"])")
+    p.add_argument("--arg-json", dest="arg", action="append", type=json_arg, metavar="JSON",
+                   help="an argument for the job as a JSON value (1234 a number, true, "
+                        "{\"a\": 1}); mixes with --arg in the order given")
+    p.add_argument("--arguments", metavar="JSON", help="all arguments as one JSON list or object")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--at", metavar="DATE",
                       help='when to run: "2026-12-01 03:00", "2026-12-01T03:00:00+01:00"; '
