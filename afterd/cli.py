@@ -16,6 +16,7 @@ from afterd import daemon
 from afterd.config import ConfigError, Settings, load_settings, mask_url
 from afterd.exits import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NOPERM, EXIT_OK,
                           EXIT_UNAVAILABLE, EXIT_USAGE)
+from afterd.repeat import DURATION_HELP, DURATION_UNITS
 
 PROG = "after"
 
@@ -28,32 +29,17 @@ class UserError(Exception):
         self.code = code
 
 
-# ---- durations: the compact repeat syntax --------------------------------------------------
+# ---- durations: the compact repeat syntax (the grammar lives in afterd/repeat.py) ---------------
 
-# Longest first so "ms" is not read as minutes then "s".
-DURATION_UNITS = {"ms": "milliseconds", "y": "years", "M": "months", "w": "weeks", "d": "days",
-                  "h": "hours", "m": "minutes", "s": "seconds"}
-DURATION_TOKEN = re.compile(r"(\d+)(ms|y|M|w|d|h|m|s)")
-DURATION_HELP = "digits followed by y M w d h m s ms (M months, m minutes), e.g. 1M7d, 1h30m, 90s"
-
-
-def parse_duration(text: str) -> dict[str, int]:
+def parse_duration(text: str, flag: str = "duration") -> dict[str, int]:
     """'1M7d' -> {'months': 1, 'days': 7}: the long keys of a task's `repeat` (design §3)."""
-    offset = {}
-    position = 0
-    for m in DURATION_TOKEN.finditer(text):
-        if m.start() != position:
-            break
-        key = DURATION_UNITS[m.group(2)]
-        if key in offset:
-            raise UserError(f"{text!r}: {m.group(2)} given twice")
-        offset[key] = int(m.group(1))
-        position = m.end()
-    if not text or position != len(text):
-        raise UserError(f"{text!r} is not a duration: {DURATION_HELP}")
-    if not any(offset.values()):
-        raise UserError(f"{text!r} is zero: a duration must move time forward")
-    return offset
+    from afterd.repeat import parse_duration as parse
+    from afterd.task import TaskError
+
+    try:
+        return parse(text, flag)
+    except TaskError as e:
+        raise UserError(str(e)) from None
 
 
 def duration_delta(offset: dict[str, int]):
@@ -94,19 +80,30 @@ def zone(tz_name: str):
         raise UserError(f"--tz {tz_name!r} is not an IANA time zone name (like Europe/Lisbon)") from None
 
 
-def parse_argument(text: str):
-    """An --arg value: JSON when it parses as JSON (1234, true, {"a":1}), else the text itself."""
+def parse_argument(kind: str, text: str):
+    """An --arg value is text, as typed ("1234", "00123" and "1e5" stay strings: a value
+    typed on a command line is text); an --arg-json value is JSON (1234, true, {"a": 1})."""
+    if kind == "text":
+        return text
     try:
         return json.loads(text)
-    except ValueError:
-        return text
+    except ValueError as e:
+        raise UserError(f"--arg-json {text!r} is not JSON ({e}); use --arg for text") from None
+
+
+def text_arg(text: str):
+    return ("text", text)
+
+
+def json_arg(text: str):
+    return ("json", text)
 
 
 def parse_timeout(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        delta = duration_delta(parse_duration(text))
+        delta = duration_delta(parse_duration(text, "--timeout"))
         if delta.years or delta.months:
             raise UserError("--timeout: use days or shorter units, not months or years") from None
         seconds = timedelta(weeks=delta.weeks, days=delta.days - delta.weeks * 7, hours=delta.hours,
@@ -123,6 +120,8 @@ def build_task(args, now: datetime) -> dict:
     """The document `after add` stores, from its flags (pure: `now` is passed in)."""
     from afterd.task import format_date
 
+    if args.arguments is not None and args.arg:
+        raise UserError("--arguments gives all the arguments: use it without --arg / --arg-json")
     if args.arguments is not None:
         try:
             arguments = json.loads(args.arguments)
@@ -131,7 +130,7 @@ def build_task(args, now: datetime) -> dict:
         if not isinstance(arguments, (list, dict)):
             raise UserError("--arguments must be a JSON list or object")
     else:
-        arguments = [parse_argument(a) for a in args.arg]
+        arguments = [parse_argument(kind, text) for kind, text in args.arg]
     if args.tz:
         zone(args.tz)
     if args.at is not None:
@@ -141,7 +140,7 @@ def build_task(args, now: datetime) -> dict:
             # `--at 2012-02-27` gives the very document a user would POST.
             date = args.at.strip()
     elif args.in_ is not None:
-        date = now + duration_delta(parse_duration(args.in_))
+        date = now + duration_delta(parse_duration(args.in_, "--in"))
     else:
         date = now
     doc = {"worker": args.worker, "date": date if isinstance(date, str) else format_date(date),
@@ -150,7 +149,7 @@ def build_task(args, now: datetime) -> dict:
     if args.id:
         doc["_id"] = args.id
     if args.every or args.rrule:
-        repeat = parse_duration(args.every) if args.every else {}
+        repeat = parse_duration(args.every, "--every") if args.every else {}
         if args.rrule:
             repeat["rrule"] = args.rrule
         if args.tz:
@@ -158,8 +157,80 @@ def build_task(args, now: datetime) -> dict:
         doc["repeat"] = repeat
     if args.timeout is not None:
         doc["timeout"] = parse_timeout(args.timeout)
+    doc.update(policy_fields(args))
     check_task(doc)
     return doc
+
+
+# ---- the policy flags of `after add` ---------------------------------------------------------
+
+def duration_value(text: str, flag: str):
+    """A policy duration as the document keeps it: a number of seconds when typed as one
+    ("90", "0.5"), else the duration text as typed ("1h30m")."""
+    from afterd.repeat import duration_s
+    from afterd.task import TaskError
+
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    value = (int(number) if number.is_integer() else number) if number is not None else text
+    try:
+        duration_s(value, flag)
+    except TaskError as e:
+        raise UserError(str(e)) from None
+    return value
+
+
+def retry_field(args):
+    """--retry N and its companions -> the `retry` object, or None when no retry flag is given."""
+    companions = {"--retry-delay": args.retry_delay, "--backoff": args.backoff,
+                  "--max-delay": args.max_delay, "--retry-on": args.retry_on}
+    if args.retry is None:
+        given = [flag for flag, value in companions.items() if value is not None]
+        if given:
+            raise UserError(f"{given[0]} needs --retry N (how many retries)")
+        return None
+    if args.retry < 0:
+        raise UserError(f"--retry must be 0 or more, not {args.retry}")
+    retry = {"attempts": args.retry + 1}
+    if args.retry_delay is not None:
+        retry["delay"] = duration_value(args.retry_delay, "--retry-delay")
+    if args.backoff is not None:
+        retry["backoff"] = int(args.backoff) if args.backoff.is_integer() else args.backoff
+    if args.max_delay is not None:
+        retry["max_delay"] = duration_value(args.max_delay, "--max-delay")
+    if args.retry_on is not None:
+        retry["on"] = [e.strip() for e in args.retry_on.split(",") if e.strip()]
+    return retry
+
+
+def template_field(job, arguments_json, flag: str):
+    """--on-error-job NAME [--on-error-arguments JSON] -> a task template."""
+    if job is None:
+        if arguments_json is not None:
+            raise UserError(f"{flag}-arguments needs {flag}-job NAME")
+        return None
+    template = {"job": {"name": job}}
+    if arguments_json is not None:
+        try:
+            template["job"]["arguments"] = json.loads(arguments_json)
+        except ValueError as e:
+            raise UserError(f"{flag}-arguments is not JSON: {e}") from None
+    return template
+
+
+def policy_fields(args) -> dict:
+    """The policy fields (design §3, Policies) from `after add`'s flags; only those given."""
+    fields = {"retry": retry_field(args), "catchup": args.catchup,
+              "catchup_window": (duration_value(args.catchup_window, "--catchup-window")
+                                 if args.catchup_window is not None else None),
+              "overlap": args.overlap,
+              "jitter": duration_value(args.jitter, "--jitter") if args.jitter is not None else None,
+              "history_limit": args.history_limit,
+              "on_done": template_field(args.on_done_job, args.on_done_arguments, "--on-done"),
+              "on_error": template_field(args.on_error_job, args.on_error_arguments, "--on-error")}
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def check_task(doc: dict) -> None:
@@ -357,8 +428,95 @@ def couch_database(couch) -> str:
 
 
 def cmd_show(args, settings: Settings) -> int:
-    print(json.dumps(get_task(open_couch(settings), args.id), indent=2, ensure_ascii=False))
+    doc = get_task(open_couch(settings), args.id)
+    if args.policies:
+        print_table(("POLICY", "VALUE"), policy_rows(doc))
+        return EXIT_OK
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+def policy_rows(doc: dict) -> list[tuple[str, str]]:
+    """The task's policies in words, defaults included (what the worker will do)."""
+    from afterd.policy import parse_policy
+    from afterd.task import TaskError
+
+    try:
+        policy = parse_policy(doc)
+    except TaskError as e:
+        raise UserError(f"task {doc.get('_id')}: {e}", EXIT_FAILURE) from None
+    retry = policy.retry
+    if retry.attempts == 1:
+        retry_text = "no retry"
+    else:
+        waits = f"wait {seconds_text(retry.delay_s)}" + (f", x{retry.backoff:g} each time" if retry.backoff != 1 else "")
+        if retry.max_delay_s is not None:
+            waits += f", at most {seconds_text(retry.max_delay_s)}"
+        retry_text = f"{retry.attempts} attempts in all on {', '.join(sorted(retry.on))}; {waits}"
+    window = f", skip those older than {seconds_text(policy.catchup_window_s)}" \
+        if policy.catchup_window_s is not None else ""
+    catchup = {"one": "missed occurrences run once", "all": "each missed occurrence runs, in order",
+               "none": "missed occurrences are skipped"}[policy.catchup]
+    overlap = {"wait": "the next occurrence waits for the run, then catches up",
+               "skip": "occurrences due during a run are skipped",
+               "replace": "a due occurrence cancels the run and starts"}[policy.overlap]
+    limit = policy.history_limit
+    rows = [("retry", retry_text), ("catchup", f"{policy.catchup}: {catchup}{window}"),
+            ("overlap", f"{policy.overlap}: {overlap}"),
+            ("jitter", f"up to {seconds_text(policy.jitter_s)}" if policy.jitter_s else "none"),
+            ("history_limit", str(limit) if limit is not None else "the worker's (default 20)")]
+    for name in ("on_done", "on_error"):
+        template = getattr(policy, name)
+        rows.append((name, "-" if template is None else
+                     f"job {template.job_name} {json.dumps(template.arguments)}"
+                     + (f" on worker {template.worker}" if template.worker else "")))
+    return rows
+
+
+def seconds_text(seconds: float) -> str:
+    """5400 -> '1h30m', 1.5 -> '1.5s': the duration syntax users type."""
+    if seconds == 0:
+        return "0s"
+    whole, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    rest = whole + (seconds - int(seconds))
+    if rest:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
+
+
+def cmd_history(args, settings: Settings) -> int:
+    doc = get_task(open_couch(settings), args.id)
+    history = doc.get("history")
+    if args.json:
+        print(json.dumps(history if isinstance(history, list) else [], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not isinstance(history, list) or not history:
+        print(f"no runs recorded for task {args.id} yet")
+        return EXIT_OK
+    print_table(("OCCURRENCE", "ATTEMPT", "START", "DURATION", "STATUS", "OUTCOME", "PROCESS"),
+                [history_row(entry) for entry in history])
+    return EXIT_OK
+
+
+def history_row(entry) -> tuple:
+    """One history entry as table cells; whatever a user wrote there is shown, not trusted."""
+    if not isinstance(entry, dict):
+        return ("?", "", "", "", "", one_line(entry), "")
+    duration = entry.get("duration_s")
+    outcome = entry.get("error") if entry.get("status") != "done" else entry.get("result")
+    return (str(entry.get("occurrence", "-")), str(entry.get("attempt", "-")), str(entry.get("start", "-")),
+            f"{duration:g}s" if isinstance(duration, (int, float)) else "-", str(entry.get("status", "?")),
+            one_line(outcome), str(entry.get("process", "-")))
+
+
+def one_line(value, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 CONFLICT_RETRIES = 5   # a worker may write the task between our read and our write
@@ -427,6 +585,71 @@ def cmd_reschedule(args, settings: Settings) -> int:
 
     _doc, message = update_task(open_couch(settings), args.id, reschedule)
     return report(message, outcome["code"])
+
+
+# ---- pause, resume, run: a command status the worker acts on ----------------------------------
+
+def set_command_status(args, settings: Settings, command: str) -> int:
+    """Write `command` ("pause", "resume" or "run") as the task's status, retrying on 409
+    like cancel; refuse it where the worker could do nothing with it."""
+    from afterd.task import TaskError, normalize_status
+
+    outcome = {}
+
+    def change(doc):
+        try:
+            status = normalize_status(doc.get("status"))
+        except TaskError:
+            status = str(doc.get("status"))
+        verdict = command_verdict(command, status)
+        outcome["code"] = EXIT_OK if verdict is None or verdict.startswith("already") else EXIT_FAILURE
+        if verdict is not None:
+            return None, f"task {args.id} is {verdict}"
+        return {**doc, "status": command}, f"task {args.id} ({status}) marked {command}: {COMMAND_EFFECT[command]}"
+
+    _doc, message = update_task(open_couch(settings), args.id, change)
+    return report(message, outcome["code"])
+
+
+COMMAND_EFFECT = {"pause": "its worker will stop arming it (a run already going finishes)",
+                  "resume": "its worker will arm it again",
+                  "run": "its worker will run it now, once"}
+
+
+def command_verdict(command: str, status: str) -> str | None:
+    """None when `command` may be written over `status`; else why not ("already ..." is
+    not an error)."""
+    from afterd.task import FINAL
+
+    if status in FINAL:
+        return f"{status} (final): nothing to {command}" + (" (add a new task: after add)" if command == "run" else "")
+    if status in ("cancel",):
+        return f"being canceled: nothing to {command}"
+    if command == "pause" and status in ("pause", "paused"):
+        return "already paused" if status == "paused" else "already waiting for its worker to pause it"
+    if command == "resume":
+        if status == "resume":
+            return "already waiting for its worker to resume it"
+        if status not in ("pause", "paused"):
+            return f"{status}, not paused: nothing to resume"
+    if command == "run":
+        if status == "run":
+            return "already waiting for its worker to run it"
+        if status in ("pause", "paused"):
+            return f"{status}: resume it first (after resume ID)"
+    return None
+
+
+def cmd_pause(args, settings: Settings) -> int:
+    return set_command_status(args, settings, "pause")
+
+
+def cmd_resume(args, settings: Settings) -> int:
+    return set_command_status(args, settings, "resume")
+
+
+def cmd_run(args, settings: Settings) -> int:
+    return set_command_status(args, settings, "run")
 
 
 def report(message: str, code: int) -> int:
@@ -561,11 +784,15 @@ def build_parser() -> argparse.ArgumentParser:
                 "without --at or --in the task runs as soon as its worker sees it.")
     p.add_argument("--worker", required=True, help="name of the worker that runs it")
     p.add_argument("--job", required=True, help="job name (a module in the jobs folder)")
-    args_group = p.add_mutually_exclusive_group()
-    args_group.add_argument("--arg", action="append", default=[], metavar="VALUE",
-                            help="an argument for the job (repeatable); JSON when it parses as JSON "
-                                 "(1234 is a number, '\"1234\"' a string), else the text as a string")
-    args_group.add_argument("--arguments", metavar="JSON", help="all arguments as one JSON list or object")
+    # --arg and --arg-json mix (in order), so they cannot be in a mutually exclusive group
+    # with --arguments: build_task refuses that pair itself.
+    p.add_argument("--arg", dest="arg", action="append", default=[], type=text_arg, metavar="VALUE",
+                   help="an argument for the job, stored as text as typed (repeatable: "
+                        "--arg 1234 --arg x gives [\"1234\", \"x\"])")
+    p.add_argument("--arg-json", dest="arg", action="append", type=json_arg, metavar="JSON",
+                   help="an argument for the job as a JSON value (1234 a number, true, "
+                        "{\"a\": 1}); mixes with --arg in the order given")
+    p.add_argument("--arguments", metavar="JSON", help="all arguments as one JSON list or object")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--at", metavar="DATE",
                       help='when to run: "2026-12-01 03:00", "2026-12-01T03:00:00+01:00"; '
@@ -576,6 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tz", metavar="ZONE", help="IANA time zone (Europe/Lisbon) for --at and the repeat")
     p.add_argument("--timeout", metavar="SECONDS", help="kill a run after this long (seconds, or a duration like 5m)")
     p.add_argument("--id", help="the task's document id (default: CouchDB picks one)")
+    add_policy_flags(p)
 
     p = command("tasks", cmd_tasks, "list tasks")
     p.add_argument("--worker", help="only this worker's tasks")
@@ -584,6 +812,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("show", cmd_show, "print a task document as JSON")
     p.add_argument("id", metavar="ID")
+    p.add_argument("--policies", action="store_true",
+                   help="its policies in words instead, defaults included (retry, catchup, overlap...)")
+
+    p = command("history", cmd_history, "the task's last runs, as a table")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="the history entries as JSON instead")
+
+    for name, func, text in (("pause", cmd_pause, "ask the task's worker to stop arming it (a running job finishes)"),
+                             ("resume", cmd_resume, "ask the worker of a paused task to arm it again"),
+                             ("run", cmd_run, "ask the task's worker to run it now, once (a repeat keeps its next date)")):
+        p = command(name, func, text)
+        p.add_argument("id", metavar="ID")
 
     p = command("cancel", cmd_cancel, "ask the task's worker to cancel it (stops it if running)")
     p.add_argument("id", metavar="ID")
@@ -594,6 +834,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("jobs", cmd_jobs, "jobs in the jobs folder, and those that cannot be loaded")
     return parser
+
+
+def add_policy_flags(p) -> None:
+    """`after add`'s flags for the policy fields (design §3, Policies)."""
+    group = p.add_argument_group("policies (all optional; the defaults are after's usual behaviour)")
+    group.add_argument("--retry", type=int, metavar="N",
+                       help="retry a failed run up to N times (N+1 attempts in all)")
+    group.add_argument("--retry-delay", metavar="DURATION", help="wait before the first retry (30s, 5m; default 0)")
+    group.add_argument("--backoff", type=float, metavar="FACTOR",
+                       help="each later wait is FACTOR times the one before (default 1)")
+    group.add_argument("--max-delay", metavar="DURATION", help="no wait is longer than this")
+    group.add_argument("--retry-on", metavar="ENDINGS",
+                       help="which endings are retried, comma-separated: error,timeout,interrupted (default all)")
+    group.add_argument("--catchup", choices=("one", "all", "none"),
+                       help="missed occurrences: one run for all (default), each in order, or none")
+    group.add_argument("--catchup-window", metavar="DURATION", help="skip missed occurrences older than this")
+    group.add_argument("--overlap", choices=("wait", "skip", "replace"),
+                       help="a run still going when the next is due: wait (default), skip it, or replace the run")
+    group.add_argument("--jitter", metavar="DURATION", help="delay each occurrence by a fixed pseudo-random amount below this")
+    group.add_argument("--history-limit", type=int, metavar="N", help="how many runs `history` keeps (default 20)")
+    for ending in ("done", "error"):
+        group.add_argument(f"--on-{ending}-job", metavar="JOB",
+                           help=f"when a run ends {ending}, create a task running JOB (same worker, at once)")
+        group.add_argument(f"--on-{ending}-arguments", metavar="JSON",
+                           help=f"the arguments of the --on-{ending}-job task, a JSON list or object")
 
 
 def flags_from(args) -> dict:

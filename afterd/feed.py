@@ -127,7 +127,7 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS, me: str | N
         elif conflicts.is_claim_race(leaves) and defer_race(doc_id):
             # Not ours to settle (conflicts.is_claim_race): our own claim if we made one,
             # else CouchDB's winner, which is not ours, so the loop lets it go.
-            mine = [d for d in leaves if conflicts.owner_of(d) == me]
+            mine = [d for d in leaves if claims.owner_of(d) == me]
             log.info("task %s: rival claims %s; waiting for the claims answered 202 to be withdrawn",
                      doc_id, ", ".join(revs), extra={"task_id": doc_id})
             return without_conflicts(mine[0] if mine else doc)

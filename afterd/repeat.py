@@ -1,4 +1,4 @@
-"""Repeat offsets, rrule, tz, until/count, next occurrence, collapse (pure: `now` is an argument).
+"""Repeat offsets, rrule, tz, until/count, next occurrence, catch-up, durations (pure: `now` is an argument).
 
 Occurrence k of a chain is computed from its anchor (the first date), never chained
 from the previous run: 31 Jan + 1 month, + 2 months = 28 Feb, 31 Mar.
@@ -12,6 +12,9 @@ With `rrule`, occurrence 0 is the anchor itself (the task's own date runs first)
 occurrences 1, 2, ... are the rule's instances strictly after it; DTSTART is the anchor
 (in `tz` when given). Rule instances are counted by iterating, so a chain of millions of
 rrule instances is slow; offset chains are not (plan() searches, it never walks).
+
+Durations ("30s", "1h30m", "1M7d", or a number of seconds) are read here too: the
+CLI's --every and --in, and the policy fields (retry delays, catch-up window, jitter).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from zoneinfo import ZoneInfo
 from dateutil.relativedelta import relativedelta
 from dateutil.rrule import rrulestr
 
-from afterd.task import TaskError, is_integer, is_number, parse_date
+from afterd.fields import TaskError, is_integer, is_number, parse_date
 
 UNITS = {  # key (long or short; case matters: M months, m minutes) -> unit
     "years": "years", "y": "years", "months": "months", "M": "months",
@@ -262,3 +265,154 @@ def offset_first_after(anchor: datetime, rep: Repeat, planned_k: int, now: datet
         else:
             lo = mid
     return hi
+
+
+# ---- catch-up: which missed occurrences run ------------------------------------------------
+
+CATCHUP_MODES = ("one", "all", "none")
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What to do with the occurrences that came due while nobody ran them.
+
+    missed: the due occurrences not run yet (indices, oldest first; date <= now).
+    runs:   those to run now, in this order (a sub-range of `missed`; empty: none).
+            Run the first, then ask again with planned_k = runs[0] + 1 ("all") or
+            planned_k = next_k ("one", "none"): the answer never depends on history.
+    next_k, next_date: the first occurrence after now, to arm once `runs` are done;
+            (None, None) when until/count ended the chain.
+    """
+    missed: range
+    runs: range
+    next_k: int | None
+    next_date: datetime | None
+
+
+def first_at_or_after(anchor: datetime, rep: Repeat, k_from: int, t: datetime) -> int:
+    """The smallest k >= k_from whose date is after `t`, ignoring `until` (and, for offset
+    chains, `count`); past the end of a finite rule, one past its last occurrence."""
+    if not rep.rrule:
+        return offset_first_after(anchor, rep, k_from - 1, t)
+    if k_from <= 0 and anchor > t:
+        return 0
+    k = 0
+    for k, date in enumerate(rrule_after_anchor(anchor, rep), start=1):
+        if (rep.count is not None and k >= rep.count) or (k >= k_from and date > t):
+            return k
+    return max(k + 1, k_from)
+
+
+def chain_end(anchor: datetime, rep: Repeat, k_from: int) -> int | None:
+    """One past the last occurrence that until/count allow; None for an endless chain."""
+    ends = []
+    if rep.count is not None:
+        ends.append(rep.count)
+    if rep.until is not None:
+        ends.append(first_at_or_after(anchor, rep, k_from, rep.until))
+    return min(ends) if ends else None
+
+
+def catch_up(anchor: datetime, rep: Repeat, planned_k: int, now: datetime, mode: str = "one",
+             window_s: float | None = None, grace_s: float = 1.0) -> CatchUp:
+    """The catch-up policy (design §3) for a chain whose occurrence `planned_k` is the
+    first not yet run.
+
+    one:  the missed occurrences collapse into one run, the latest (today's rule; next_k
+          and next_date are what plan() answers);
+    all:  each missed occurrence runs, oldest first;
+    none: none runs, except the latest if it came due less than `grace_s` ago (a timer
+          that fires a little late is on time, not catching up). On `resume` pass
+          grace_s=0: whatever is due came due while paused.
+    window_s: in every mode, missed occurrences older than now - window_s are skipped.
+    """
+    if mode not in CATCHUP_MODES:
+        raise ValueError(f"catch-up mode {mode!r} is not one of {', '.join(CATCHUP_MODES)}")
+    after_now = first_at_or_after(anchor, rep, planned_k, now)
+    end = chain_end(anchor, rep, planned_k)
+    stop = after_now if end is None else min(after_now, end)
+    missed = range(planned_k, max(planned_k, stop))
+    next_date = occurrence(anchor, rep, after_now) if end is None or after_now < end else None
+    next_k = after_now if next_date is not None else None
+    nothing = range(missed.stop, missed.stop)
+    if not missed:
+        return CatchUp(missed, nothing, next_k, next_date)
+    first = missed.start
+    if window_s is not None:
+        oldest_kept = now - timedelta(seconds=window_s, microseconds=1)
+        first = min(max(first_at_or_after(anchor, rep, planned_k, oldest_kept), first), missed.stop)
+    latest = missed.stop - 1
+    if first > latest:
+        runs = nothing
+    elif mode == "all":
+        runs = range(first, missed.stop)
+    elif mode == "one" or occurrence(anchor, rep, latest) >= now - timedelta(seconds=grace_s):
+        runs = range(latest, missed.stop)
+    else:
+        runs = nothing
+    return CatchUp(missed, runs, next_k, next_date)
+
+
+# ---- durations -------------------------------------------------------------------------------
+
+# Longest first so "ms" is not read as minutes then "s".
+DURATION_UNITS = {"ms": "milliseconds", "y": "years", "M": "months", "w": "weeks", "d": "days",
+                  "h": "hours", "m": "minutes", "s": "seconds"}
+# [0-9], not \d: Python's \d takes any script's digits, JavaScript's only ASCII, and the
+# validator must agree with this module.
+DURATION_TOKEN = re.compile(r"([0-9]+)(ms|y|M|w|d|h|m|s)")
+DURATION_HELP = "digits followed by y M w d h m s ms (M months, m minutes), e.g. 1M7d, 1h30m, 90s"
+MAX_DURATION_DIGITS = 15          # more is a typo, and past what a double holds exactly
+
+
+def duration_units(text, field: str = "duration") -> dict[str, int]:
+    """'1M7d' -> {'months': 1, 'days': 7}; zero amounts allowed. TaskError naming `field`."""
+    if not isinstance(text, str):
+        raise TaskError(field, f"{text!r} is not a duration: {DURATION_HELP}")
+    units = {}
+    position = 0
+    for m in DURATION_TOKEN.finditer(text):
+        if m.start() != position:
+            break
+        key = DURATION_UNITS[m.group(2)]
+        if key in units:
+            raise TaskError(field, f"{text!r}: {m.group(2)} given twice")
+        if len(m.group(1)) > MAX_DURATION_DIGITS:
+            raise TaskError(field, f"{text!r} is too large")
+        units[key] = int(m.group(1))
+        position = m.end()
+    if not text or position != len(text):
+        raise TaskError(field, f"{text!r} is not a duration: {DURATION_HELP}")
+    return units
+
+
+def parse_duration(text, field: str = "duration") -> dict[str, int]:
+    """A duration that must move time forward, as the long keys of a task's `repeat`
+    (`after add --every 1M7d` -> {"months": 1, "days": 7}, design §3)."""
+    units = duration_units(text, field)
+    if not any(units.values()):
+        raise TaskError(field, f"{text!r} is zero: a duration must move time forward")
+    return units
+
+
+def duration_s(value, field: str) -> float:
+    """A policy duration in seconds: a number (0 or more) or a string like "1h30m".
+
+    Months and years are refused: a retry delay or a jitter bound needs a fixed number
+    of seconds, and a month has none. Bounded like a repeat offset (about 1000 years).
+    """
+    if is_number(value):
+        if value < 0:
+            raise TaskError(field, f"{value!r} is negative: give seconds (0 or more) or a duration like \"30s\"")
+        if value * 1000 > MAX_SUBMONTH_MS:
+            raise TaskError(field, f"{value!r} is too large (at most 1000 years)")
+        return float(value)
+    if not isinstance(value, str):
+        raise TaskError(field, f"{value!r} is not a duration: give seconds or {DURATION_HELP}")
+    units = duration_units(value, field)
+    if units.get("years") or units.get("months"):
+        raise TaskError(field, f"{value!r}: months and years have no fixed length here; use days (30d)")
+    ms = offset_ms(units)
+    if ms > MAX_SUBMONTH_MS:
+        raise TaskError(field, f"{value!r} is too large (at most 1000 years)")
+    return ms / 1000

@@ -5,7 +5,7 @@ Task arguments: [customer_id] or [customer_id, folder], or an object
 The folder defaults to $AFTER_BILLING_DIR, else "after-billing" in the system's
 temporary folder.
 
-    after add --worker manobi --job generate_billing --arg '"1234"' --at "2026-12-01 03:00" --every 1M
+    after add --worker manobi --job generate_billing --arg 1234 --at "2026-12-01 03:00" --every 1M
 
 The file is named after the customer and the task's date, so a run that is
 repeated for the same occurrence (after a crash) rewrites the same invoice

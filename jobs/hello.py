@@ -2,7 +2,7 @@
 
 Task arguments: [] or [name], or {"name": ...}. Returns {"greeting": ...}.
 
-    after add --worker manobi --job hello --arg '"Ada"' --at "2026-12-01 03:00"
+    after add --worker manobi --job hello --arg Ada --at "2026-12-01 03:00"
 """
 
 

@@ -15,7 +15,7 @@ from couchdb_server import PouchServer
 
 AFTER = Path(sys.executable).parent / "after"
 COMMANDS = ["start", "stop", "log", "list", "clean", "init", "add", "tasks", "show", "cancel",
-            "reschedule", "jobs"]
+            "reschedule", "jobs", "pause", "resume", "run", "history"]
 
 
 @pytest.fixture
@@ -147,15 +147,60 @@ def test_add_a_date_alone_in_a_time_zone_is_its_midnight_there(db_env, couch):
 
 
 def test_add_arguments_dates_and_options(db_env, couch):
-    task_id = add(db_env, "--worker", "w", "--job", "generate_billing", "--arg", "1234", "--arg", '"1234"',
-                  "--arg", "plain text", "--arg", '{"a": [1]}', "--at", "2026-07-01 03:00",
+    task_id = add(db_env, "--worker", "w", "--job", "generate_billing", "--arg", "1234", "--arg-json", "1234",
+                  "--arg", "plain text", "--arg-json", '{"a": [1]}', "--arg", "00123", "--arg", "1e5",
+                  "--arg-json", '"quoted"', "--at", "2026-07-01 03:00",
                   "--tz", "Europe/Lisbon", "--every", "1d", "--timeout", "5m", "--id", "billing-1234")
     assert task_id == "billing-1234"
     doc = couch.get(task_id)
-    assert doc["job"]["arguments"] == [1234, "1234", "plain text", {"a": [1]}]
+    # --arg is text as typed; --arg-json is a JSON value; both in the order given.
+    assert doc["job"]["arguments"] == ["1234", 1234, "plain text", {"a": [1]}, "00123", "1e5", "quoted"]
     assert doc["date"] == "2026-07-01T02:00:00Z"            # 03:00 in Lisbon summer time
     assert doc["repeat"] == {"days": 1, "tz": "Europe/Lisbon"}
     assert doc["timeout"] == 300
+
+
+def test_add_writes_the_seed_document_with_string_arguments(db_env, couch):
+    """The seed's own example: "arguments": ['1234', 'any_other_params']."""
+    task_id = add(db_env, "--worker", "manobi", "--job", "generate_billing", "--at", "2026-12-01T03:00:00Z",
+                  "--every", "1M", "--arg", "1234", "--arg", "any_other_params")
+    stored = {k: v for k, v in couch.get(task_id).items() if k not in ("_id", "_rev")}
+    assert stored == {"worker": "manobi", "date": "2026-12-01T03:00:00Z", "status": "waiting",
+                      "job": {"name": "generate_billing", "arguments": ["1234", "any_other_params"]},
+                      "repeat": {"months": 1}}
+
+
+def test_add_policy_flags(db_env, couch):
+    task_id = add(db_env, "--worker", "manobi", "--job", "generate_billing", "--every", "1d",
+                  "--retry", "2", "--retry-delay", "30s", "--backoff", "2", "--max-delay", "3600",
+                  "--retry-on", "error,timeout", "--catchup", "all", "--catchup-window", "1h",
+                  "--overlap", "skip", "--jitter", "10s", "--history-limit", "5",
+                  "--on-error-job", "notify_url", "--on-error-arguments", '{"url": "http://127.0.0.1:9/hook"}',
+                  "--on-done-job", "hello")
+    doc = couch.get(task_id)
+    assert doc["retry"] == {"attempts": 3, "delay": "30s", "backoff": 2, "max_delay": 3600,
+                            "on": ["error", "timeout"]}
+    assert (doc["catchup"], doc["catchup_window"], doc["overlap"], doc["jitter"], doc["history_limit"]) == \
+        ("all", "1h", "skip", "10s", 5)
+    assert doc["on_error"] == {"job": {"name": "notify_url", "arguments": {"url": "http://127.0.0.1:9/hook"}}}
+    assert doc["on_done"] == {"job": {"name": "hello"}}
+
+    shown = after("show", task_id, "--policies", env=db_env)
+    assert shown.returncode == 0, shown.stderr
+    rows = dict(line.split(None, 1) for line in shown.stdout.splitlines()[1:])
+    assert rows["retry"] == "3 attempts in all on error, timeout; wait 30s, x2 each time, at most 1h"
+    assert rows["catchup"] == "all: each missed occurrence runs, in order, skip those older than 1h"
+    assert rows["overlap"].startswith("skip: ") and rows["jitter"] == "up to 10s"
+    assert rows["history_limit"] == "5" and rows["on_error"].startswith("job notify_url {")
+    assert rows["on_done"] == "job hello []"
+
+
+def test_show_policies_of_a_plain_task_are_the_defaults(db_env):
+    task_id = add(db_env, "--worker", "w", "--job", "j")
+    rows = dict(line.split(None, 1) for line in after("show", task_id, "--policies", env=db_env).stdout.splitlines()[1:])
+    assert rows == {"retry": "no retry", "catchup": "one: missed occurrences run once",
+                    "overlap": "wait: the next occurrence waits for the run, then catches up",
+                    "jitter": "none", "history_limit": "the worker's (default 20)", "on_done": "-", "on_error": "-"}
 
 
 def test_add_in_a_while(db_env, couch):
@@ -181,6 +226,16 @@ def test_add_with_an_existing_id_fails(db_env):
     (["--job", "j", "--at", "2026-13-01"], "--at"),
     (["--job", "j", "--at", "2026-12-01", "--tz", "Mars/Olympus"], "not an IANA time zone"),
     (["--job", "j", "--arguments", "5"], "--arguments must be a JSON list or object"),
+    (["--job", "j", "--arguments", "[1]", "--arg", "x"], "use it without --arg"),
+    (["--job", "j", "--arg-json", "account-7"], "--arg-json 'account-7' is not JSON"),
+    (["--job", "j", "--retry-delay", "30s"], "--retry-delay needs --retry"),
+    (["--job", "j", "--retry", "2", "--retry-on", "crash"], "retry.on"),
+    (["--job", "j", "--retry", "2", "--backoff", "0.5"], "retry.backoff"),
+    (["--job", "j", "--jitter", "1M"], "use days"),
+    (["--job", "j", "--catchup-window", "soon"], "is not a duration"),
+    (["--job", "j", "--history-limit", "5000"], "history_limit"),
+    (["--job", "j", "--on-error-arguments", "[]"], "needs --on-error-job"),
+    (["--job", "j", "--on-done-job", "a.b"], "on_done.job.name"),
 ])
 def test_add_bad_input_stores_nothing(db_env, couch, args, message):
     result = after("add", "--worker", "w", *args, env=db_env)
@@ -281,6 +336,65 @@ def test_reschedule_refuses_final_tasks_and_bad_dates(db_env, couch):
     assert couch.get(task_id)["date"] == "2026-01-01"    # unchanged
 
 
+# ---- pause, resume, run, history --------------------------------------------------------------
+
+@pytest.mark.parametrize("command,before,after_status,code,says", [
+    ("pause", "scheduled", "pause", 0, "marked pause"),
+    ("pause", "waiting", "pause", 0, "marked pause"),
+    ("pause", "paused", "paused", 0, "already paused"),
+    ("pause", "done", "done", 1, "final"),
+    ("resume", "paused", "resume", 0, "marked resume"),
+    ("resume", "pause", "resume", 0, "marked resume"),
+    ("resume", "scheduled", "scheduled", 1, "not paused"),
+    ("resume", "resume", "resume", 0, "already waiting"),
+    ("run", "scheduled", "run", 0, "marked run"),
+    ("run", "waiting", "run", 0, "marked run"),
+    ("run", "run", "run", 0, "already waiting"),
+    ("run", "paused", "paused", 1, "resume it first"),
+    ("run", "error", "error", 1, "add a new task"),
+    ("run", "cancel", "cancel", 1, "being canceled"),
+])
+def test_command_statuses(db_env, couch, command, before, after_status, code, says):
+    task_id = add(db_env, "--worker", "w", "--job", "j", "--every", "1d")
+    set_status(couch, task_id, before)
+    rev = couch.get(task_id)["_rev"]
+    result = after(command, task_id, env=db_env)
+    assert result.returncode == code, result.stderr
+    assert says in (result.stdout if code == 0 else result.stderr)
+    doc = couch.get(task_id)
+    assert doc["status"] == after_status
+    assert (doc["_rev"] == rev) == (after_status == before)       # a refusal writes nothing
+    if code:
+        assert_one_line_error(result, code)
+
+
+def test_command_status_of_an_unknown_task(db_env):
+    assert_one_line_error(after("pause", "nope", env=db_env), 1)
+
+
+def test_history_table_and_json(db_env, couch):
+    task_id = add(db_env, "--worker", "w", "--job", "j", "--every", "1m")
+    assert after("history", task_id, env=db_env).stdout.strip() == f"no runs recorded for task {task_id} yet"
+    history = [{"occurrence": "2026-12-01T03:00:00Z", "attempt": 1, "start": "2026-12-01T03:00:00.002Z",
+                "end": "2026-12-01T03:00:01.502Z", "duration_s": 1.5, "status": "done", "result": {"invoices": 3},
+                "process": "after:process:w:h:0"},
+               {"occurrence": "2026-12-01T03:01:00Z", "attempt": 2, "start": "2026-12-01T03:01:30Z",
+                "end": "2026-12-01T03:01:31Z", "duration_s": 1, "status": "error",
+                "error": "RuntimeError: card declined\nsecond line", "process": "after:process:w:h:0"},
+               "a user's odd entry"]
+    couch.put({**couch.get(task_id), "history": history})
+    result = after("history", task_id, env=db_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["OCCURRENCE", "ATTEMPT", "START", "DURATION", "STATUS", "OUTCOME", "PROCESS"]
+    assert lines[1].split() == ["2026-12-01T03:00:00Z", "1", "2026-12-01T03:00:00.002Z", "1.5s", "done",
+                                '{"invoices":', "3}", "after:process:w:h:0"]
+    assert "RuntimeError: card declined second line" in lines[2] and lines[2].split()[4] == "error"
+    assert lines[3].startswith("?") and len(lines) == 4
+    as_json = after("history", task_id, "--json", env=db_env)
+    assert json.loads(as_json.stdout) == history
+
+
 # ---- jobs ----------------------------------------------------------------------------------
 
 def test_jobs_lists_good_and_broken_jobs(env, tmp_path):
@@ -309,7 +423,7 @@ def test_jobs_lists_the_shipped_examples_as_loadable(env):
     examples = Path(__file__).resolve().parent.parent / "jobs"
     result = after("jobs", "--jobs-dir", str(examples), env=env)
     states = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:])
-    for name in ("generate_billing", "http_request", "shell", "start_replication"):
+    for name in ("generate_billing", "http_request", "notify_url", "shell", "start_replication"):
         assert states[name] == "ok", result.stdout
 
 

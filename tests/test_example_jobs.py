@@ -14,12 +14,12 @@ from afterd.jobapi import JobTask, prepare_module, run_job
 JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 
 
-def run_example(job, arguments, *, date="2026-12-01T03:00:00Z", task_id="task-1"):
+def run_example(job, arguments, *, date="2026-12-01T03:00:00Z", task_id="task-1", doc=None):
     """Given the example job file, when a worker runs it with these arguments, then this outcome."""
     path = JOBS_DIR / f"{job}.py"
     code = compile(path.read_bytes(), str(path), "exec")
     task = JobTask({"id": task_id, "worker": "test", "date": date, "arguments": arguments,
-                    "doc": {"_id": task_id}}, job)
+                    "doc": doc or {"_id": task_id}}, job)
     module = prepare_module(f"after_job_{job}", str(path))
     return run_job(code, module, str(path), task, None)
 
@@ -117,6 +117,66 @@ def test_http_request_unreachable_fails_in_one_line():
     assert not outcome["ok"]
     assert "failed: ConnectionError" in outcome["error"]["message"]
     assert "s3cret-pw" not in json.dumps(outcome)
+
+
+# ---- notify_url ----------------------------------------------------------------------------------
+
+def test_notify_url_posts_what_failed_as_a_follow_up(http_url):
+    """The follow-up an on_error template creates: its parent says which task failed and why."""
+    from afterd.chains import follow_up_doc, parse_template
+    from afterd.task import parse_date
+
+    parent = {"_id": "billing-1234", "worker": "manobi", "date": "2026-12-01T03:00:00Z", "status": "error",
+              "job": {"name": "generate_billing", "arguments": ["1234"]},
+              "error": {"type": "RuntimeError", "message": "card declined", "traceback": "..."},
+              "on_error": {"job": {"name": "notify_url", "arguments": {"url": f"{http_url}/ops"}}}}
+    follow_up = follow_up_doc(parent, parse_template(parent["on_error"], "on_error"),
+                              "billing-1234@2026-12-01T03:00:00Z#0", "error", parse_date("2026-12-01T03:00:05Z"))
+    outcome = run_example("notify_url", follow_up["job"]["arguments"], task_id=follow_up["_id"], doc=follow_up)
+    assert outcome["ok"], outcome
+    method, path, body, _auth = Handler.seen[0]
+    sent = json.loads(body)
+    assert (method, path) == ("POST", "/ops")
+    assert sent["text"] == "task billing-1234 ended error: RuntimeError: card declined"
+    assert sent["task"] == follow_up["_id"] and sent["parent"]["id"] == "billing-1234"
+    assert outcome["result"] == {"status": 200, "sent": sent["text"]}
+
+
+def test_notify_url_message_and_payload(http_url):
+    outcome = run_example("notify_url", {"url": f"{http_url}/hook", "message": "backup done",
+                                         "payload": {"channel": "#ops", "text": "overridden"}})
+    assert outcome["ok"], outcome
+    assert json.loads(Handler.seen[0][2]) == {"channel": "#ops", "text": "backup done", "task": "task-1"}
+
+
+def test_notify_url_list_arguments(http_url):
+    outcome = run_example("notify_url", [f"{http_url}/hook", "hi"])
+    assert outcome["ok"], outcome
+    assert json.loads(Handler.seen[0][2])["text"] == "hi"
+
+
+def test_notify_url_non_2xx_fails_without_the_password(http_url):
+    url = http_url.replace("http://", "http://ops:s3cret-pw@") + "/fail"
+    outcome = run_example("notify_url", {"url": url, "message": "x"})
+    assert not outcome["ok"]
+    assert "answered 500: boom" in outcome["error"]["message"]
+    assert "s3cret-pw" not in json.dumps(outcome)
+    assert Handler.seen[0][3].startswith("Basic ")
+
+
+@pytest.mark.parametrize("arguments,says", [
+    ({"url": "ftp://x/y"}, "not an http(s) URL"), ({}, "arguments: "), ("x", "arguments: "),
+    ({"url": "http://127.0.0.1:9/x", "payload": [1]}, "payload: "),
+])
+def test_notify_url_bad_arguments(arguments, says):
+    outcome = run_example("notify_url", arguments)
+    assert not outcome["ok"] and says in outcome["error"]["message"]
+
+
+def test_notify_url_unreachable_fails_in_one_line():
+    outcome = run_example("notify_url", {"url": "http://127.0.0.1:9/x", "timeout_s": 5})
+    assert not outcome["ok"]
+    assert "failed: ConnectionError" in outcome["error"]["message"]
 
 
 # ---- generate_billing ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Repeat math: offsets from the anchor, tz wall-clock, until/count, rrule, plan (pure, table-driven)."""
+"""Repeat math: offsets from the anchor, tz wall-clock, until/count, rrule, plan, catch-up,
+durations (pure, table-driven)."""
 
 import time
 from datetime import datetime, timedelta, timezone
@@ -8,7 +9,8 @@ from dateutil.relativedelta import relativedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from afterd.repeat import occurrence, parse_repeat, plan
+from afterd.repeat import (catch_up, duration_s, duration_units, occurrence, parse_duration,
+                           parse_repeat, plan)
 from afterd.task import TaskError, format_date, parse_date
 
 UTC = timezone.utc
@@ -202,3 +204,114 @@ def test_plan_agrees_with_walking_the_chain(anchor, offset, tz, steps, planned_k
             break
         k += 1
     assert plan(anchor, rep, planned_k, now) == expected
+
+
+# ---- catch-up ----------------------------------------------------------------------------------
+
+R = range
+
+
+@pytest.mark.parametrize("why,repeat,planned_k,now,mode,window_s,grace_s,expected", [
+    # (missed, runs, next_k, next date)
+    ("nothing due yet", {"days": 1}, 2, "2026-0102T12:00:00Z".replace("01", "01-", 1), "one", None, 1.0,
+     (R(2, 2), R(2, 2), 2, "2026-01-03T00:00:00Z")),
+    ("one: the missed collapse into the latest", {"days": 1}, 0, "2026-01-05T12:00:00Z", "one", None, 1.0,
+     (R(0, 5), R(4, 5), 5, "2026-01-06T00:00:00Z")),
+    ("all: each in order", {"days": 1}, 0, "2026-01-05T12:00:00Z", "all", None, 1.0,
+     (R(0, 5), R(0, 5), 5, "2026-01-06T00:00:00Z")),
+    ("none: nothing missed runs", {"days": 1}, 0, "2026-01-05T12:00:00Z", "none", None, 1.0,
+     (R(0, 5), R(5, 5), 5, "2026-01-06T00:00:00Z")),
+    ("none: a timer a little late is on time", {"days": 1}, 4, "2026-01-05T00:00:00.300Z", "none", None, 1.0,
+     (R(4, 5), R(4, 5), 5, "2026-01-06T00:00:00Z")),
+    ("none on resume (grace 0): even the latest is skipped", {"days": 1}, 4, "2026-01-05T00:00:00.300Z", "none",
+     None, 0, (R(4, 5), R(5, 5), 5, "2026-01-06T00:00:00Z")),
+    ("all within a window of 2 days", {"days": 1}, 0, "2026-01-05T12:00:00Z", "all", 2 * 86400, 1.0,
+     (R(0, 5), R(3, 5), 5, "2026-01-06T00:00:00Z")),
+    ("the window's edge is kept", {"days": 1}, 0, "2026-01-05T00:00:00Z", "all", 86400, 1.0,
+     (R(0, 5), R(3, 5), 5, "2026-01-06T00:00:00Z")),
+    ("one: all older than the window, none runs", {"days": 1}, 0, "2026-01-05T12:00:00Z", "one", 3600, 1.0,
+     (R(0, 5), R(5, 5), 5, "2026-01-06T00:00:00Z")),
+    ("count ends the chain: the missed stop at it", {"days": 1, "count": 3}, 0, "2026-01-10", "all", None, 1.0,
+     (R(0, 3), R(0, 3), None, None)),
+    ("until ends the chain", {"days": 1, "until": "2026-01-02T12:00:00Z"}, 1, "2026-01-10", "one", None, 1.0,
+     (R(1, 2), R(1, 2), None, None)),
+    ("rrule: all in order", {"rrule": "FREQ=DAILY;BYHOUR=3"}, 1, "2026-01-03T04:00:00Z", "all", None, 1.0,
+     (R(1, 4), R(1, 4), 4, "2026-01-04T03:00:00Z")),
+    ("rrule with COUNT exhausted", {"rrule": "FREQ=DAILY;COUNT=3"}, 1, "2026-02-01", "all", None, 1.0,
+     (R(1, 3), R(1, 3), None, None)),
+])
+def test_catch_up(why, repeat, planned_k, now, mode, window_s, grace_s, expected):
+    got = catch_up(parse_date("2026-01-01"), parse_repeat(repeat), planned_k, parse_date(now), mode,
+                   window_s, grace_s)
+    assert (got.missed, got.runs, got.next_k, format_date(got.next_date) if got.next_date else None) == \
+        expected, why
+
+
+@settings(max_examples=150, deadline=None)
+@given(anchor=anchors, offset=offsets, tz=st.sampled_from(ZONES), steps=st.integers(0, 60),
+       planned_k=st.integers(0, 5), count=st.one_of(st.none(), st.integers(1, 40)))
+def test_catch_up_one_is_plan(anchor, offset, tz, steps, planned_k, count):
+    """Mode "one" keeps today's rule: the next occurrence is plan()'s."""
+    rep = parse_repeat(dict(offset, **({"tz": tz} if tz else {}), **({"count": count} if count else {})))
+    uncounted = parse_repeat(dict(offset, **({"tz": tz} if tz else {})))
+    now = occurrence(anchor, uncounted, steps) or anchor
+    due = occurrence(anchor, rep, planned_k)
+    if due is None or due > now:
+        return
+    got = catch_up(anchor, rep, planned_k, now, "one")
+    assert (got.next_k, got.next_date) == plan(anchor, rep, planned_k, now)
+    assert got.runs == range(got.missed.stop - 1, got.missed.stop) and planned_k in got.missed
+    assert all(occurrence(anchor, rep, k) <= now for k in got.missed)
+
+
+def test_catch_up_all_after_years_is_a_range_not_a_list():
+    """Every second since 2012: hundreds of millions missed, answered without a walk."""
+    started = time.monotonic()
+    got = catch_up(parse_date("2012-02-27"), parse_repeat({"s": 1}), 0, parse_date("2026-11-23T10:00:00.5Z"),
+                   "all", window_s=10)
+    assert time.monotonic() - started < 1.0
+    assert len(got.missed) > 400_000_000 and len(got.runs) == 10
+
+
+# ---- durations -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,expected", [
+    ("1M7d", {"months": 1, "days": 7}), ("1h30m", {"hours": 1, "minutes": 30}), ("90s", {"seconds": 90}),
+    ("250ms", {"milliseconds": 250}), ("1y", {"years": 1}), ("2w", {"weeks": 2}),
+    ("1m1ms", {"minutes": 1, "milliseconds": 1}),
+])
+def test_parse_duration(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text,says", [
+    ("", "is not a duration"), ("1x", "is not a duration"), ("1h 30m", "is not a duration"),
+    ("h", "is not a duration"), ("1h1h", "given twice"), ("0d", "is zero"), ("٣s", "is not a duration"),
+    ("9999999999999999s", "too large"), (5, "is not a duration"),
+])
+def test_parse_duration_refuses(text, says):
+    with pytest.raises(TaskError) as caught:
+        parse_duration(text, "--every")
+    assert str(caught.value).startswith("--every: ") and says in str(caught.value)
+
+
+@pytest.mark.parametrize("value,expected_s", [
+    (0, 0.0), (30, 30.0), (0.5, 0.5), ("30s", 30.0), ("1h30m", 5400.0), ("1500ms", 1.5), ("0s", 0.0),
+    ("1w1d", 8 * 86400.0),
+])
+def test_duration_s(value, expected_s):
+    assert duration_s(value, "jitter") == expected_s
+
+
+@pytest.mark.parametrize("value,says", [
+    (-1, "negative"), ("1M", "use days"), ("1y", "use days"), (True, "not a duration"), (None, "not a duration"),
+    (1e12, "too large"), ("999999999999999w", "too large"), ("soon", "not a duration"),
+])
+def test_duration_s_refuses(value, says):
+    with pytest.raises(TaskError) as caught:
+        duration_s(value, "jitter")
+    assert str(caught.value).startswith("jitter: ") and says in str(caught.value)
+
+
+def test_duration_units_allow_zero():
+    assert duration_units("0s") == {"seconds": 0}

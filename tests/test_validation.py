@@ -142,3 +142,68 @@ def test_version_changes_only_with_content():
     assert first["version"] == second["version"]
     assert len(first["version"]) == 16
     assert first["validate_doc_update"].startswith("function") and first["validate_doc_update"].endswith("}")
+
+
+# ---- the policy fields, fuzzed: Python and the server must agree on each document --------------
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from doc_cases import task  # noqa: E402
+
+duration = st.one_of(
+    st.integers(-3, 10**6), st.floats(-1, 1e6, allow_nan=False), st.booleans(), st.none(),
+    st.from_regex(r"([0-9]{1,3}(ms|y|M|w|d|h|m|s)){1,3}", fullmatch=True),
+    st.sampled_from(["", "1h 30m", "٣s", "1.5s", "9" * 16 + "s", "0s", "1h1h"]),
+)
+policy_values = {
+    "retry": st.one_of(st.integers(-2, 101), st.none(), st.text(max_size=3),
+                       st.fixed_dictionaries({}, optional={
+                           "attempts": st.integers(-1, 101) | st.floats(0, 5) | st.just("3"),
+                           "delay": duration, "max_delay": duration,
+                           "backoff": st.floats(0, 200, allow_nan=False) | st.just("2"),
+                           "on": st.lists(st.sampled_from(["error", "timeout", "interrupted", "crash"]),
+                                          max_size=3) | st.just("error"),
+                           "tries": st.just(1)})),
+    "catchup": st.sampled_from(["one", "all", "none", "All", "", None, 1]),
+    "catchup_window": duration,
+    "overlap": st.sampled_from(["wait", "skip", "replace", "queue", None, True]),
+    "jitter": duration,
+    "history_limit": st.integers(-2, 1002) | st.floats(0, 3) | st.just("20") | st.none(),
+    "on_error": st.one_of(st.none(), st.just("x"), st.fixed_dictionaries({}, optional={
+        "job": st.sampled_from([{"name": "n"}, {"name": "a.b"}, {"name": "n", "arguments": "x"}, "n"]),
+        "worker": st.sampled_from(["w", " w", "", 3]),
+        "date": st.sampled_from(["2026-12-01", "later", "2026-02-30"]),
+        "timeout": st.sampled_from([1, 0, -1, "5"]),
+        "status": st.just("waiting")})),
+}
+policy_doc = st.dictionaries(st.sampled_from(sorted(policy_values)), st.just(None), min_size=1, max_size=3).flatmap(
+    lambda keys: st.fixed_dictionaries({k: policy_values[k] for k in keys})).map(lambda fields: task(**fields))
+
+
+def python_verdict(doc):
+    try:
+        check_document(doc)
+        return "stored"
+    except TaskError as e:
+        return e.field
+
+
+@settings(max_examples=8, deadline=None, database=None, phases=[Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(batch=st.lists(policy_doc, min_size=50, max_size=50))
+def test_server_agrees_with_python_on_random_policies(db, batch):
+    import uuid
+
+    for doc in batch:
+        doc["_id"] = uuid.uuid4().hex
+    r = requests.post(f"{db}/_bulk_docs", data=json.dumps({"docs": batch}), headers=JSON, timeout=30)
+    answers = {row["id"]: row for row in r.json()}
+    disagreements = []
+    for doc in batch:
+        answer = answers[doc["_id"]]
+        server = "stored" if "rev" in answer else answer.get("reason", "").split(": ", 1)[0]
+        if server != python_verdict(doc):
+            disagreements.append(f"{json.dumps(doc)}: server {answer}, python {python_verdict(doc)}")
+    assert not disagreements, "\n".join(disagreements[:5])

@@ -6,7 +6,8 @@ function (newDoc, oldDoc, userCtx, secObj) {
   // A refusal is {forbidden: "<field>: <what is wrong>"}, which CouchDB answers with 403.
 
   var STATUSES = ["waiting", "scheduled", "running", "done", "error",
-                  "reschedule", "cancel", "canceled", "err"];  // "err": older documents
+                  "reschedule", "cancel", "canceled", "pause", "paused", "resume", "run",
+                  "err"];  // "err": older documents, last (left out of the message)
   var MIN_YEAR = 1970, MAX_YEAR = 2999;
   var DATE = /^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$/;
   var DATE_HELP = 'use ISO 8601 like "2026-12-01", "2026-12-01T03:00:00Z" or "2026-12-01T04:00:00.250+01:00"';
@@ -25,6 +26,16 @@ function (newDoc, oldDoc, userCtx, secObj) {
                    "BYYEARDAY|BYWEEKNO|BYMONTH|BYSETPOS|WKST)=[A-Za-z0-9,+\\-]+";
   var RRULE_SHAPE = new RegExp("^(RRULE:)?" + RRULE_PART + "(;" + RRULE_PART + ")*$");
   var RRULE_HELP = 'an RFC 5545 rule on one line, like "FREQ=DAILY;BYHOUR=3"';
+  // Policies (afterd/policy.py, afterd/chains.py) and durations (afterd/repeat.py).
+  var DURATION_UNITS = {ms: "milliseconds", y: "years", M: "months", w: "weeks", d: "days",
+                        h: "hours", m: "minutes", s: "seconds"};
+  var DURATION_HELP = "digits followed by y M w d h m s ms (M months, m minutes), e.g. 1M7d, 1h30m, 90s";
+  var MAX_DURATION_DIGITS = 15;
+  var RETRY_ENDINGS = ["error", "timeout", "interrupted"];
+  var RETRY_KEYS = ["attempts", "delay", "backoff", "max_delay", "on"];
+  var CATCHUP_MODES = ["one", "all", "none"], OVERLAP_MODES = ["wait", "skip", "replace"];
+  var TEMPLATE_KEYS = ["job", "worker", "date", "timeout"];
+  var MAX_ATTEMPTS = 100, MAX_BACKOFF = 100, MAX_HISTORY_LIMIT = 1000;
 
   function refuse(field, problem) {
     throw({forbidden: field + ": " + problem});
@@ -71,31 +82,177 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
   }
 
-  function checkWorker(worker) {
+  // prefix: "" for the task itself, "on_error." for a template inside it.
+  function checkWorker(worker, prefix) {
     if (!given(worker)) {
-      refuse("worker", "missing: name the worker that should run this task");
+      refuse(prefix + "worker", "missing: name the worker that should run this task");
     }
     if (typeof worker !== "string" || /^[ \t\r\n]*$/.test(worker)) {
-      refuse("worker", "must be a non-empty string naming a worker");
+      refuse(prefix + "worker", "must be a non-empty string naming a worker");
     }
     if (/^[ \t\r\n]|[ \t\r\n]$/.test(worker)) {
-      refuse("worker", show(worker) + " has leading or trailing spaces");
+      refuse(prefix + "worker", show(worker) + " has leading or trailing spaces");
     }
   }
 
-  function checkJob(job) {
+  function checkJob(job, prefix) {
     if (!given(job)) {
-      refuse("job", 'missing: give {"name": "<job module>", "arguments": [...]}');
+      refuse(prefix + "job", 'missing: give {"name": "<job module>", "arguments": [...]}');
     }
     if (!isObject(job)) {
-      refuse("job", 'must be an object like {"name": "<job module>", "arguments": [...]}');
+      refuse(prefix + "job", 'must be an object like {"name": "<job module>", "arguments": [...]}');
     }
     if (typeof job.name !== "string" || !JOB_NAME.test(job.name)) {
-      refuse("job.name", show(job.name) + " is not a job name: letters, digits and _ only, " +
-                         "not starting with a digit");
+      refuse(prefix + "job.name", show(job.name) + " is not a job name: letters, digits and _ only, " +
+                                  "not starting with a digit");
     }
     if (job.arguments !== undefined && !isArray(job.arguments) && !isObject(job.arguments)) {
-      refuse("job.arguments", "must be a JSON list or object");
+      refuse(prefix + "job.arguments", "must be a JSON list or object");
+    }
+  }
+
+  function unknownKey(value, known) {
+    var key, unknown = [];
+    for (key in value) {
+      if (value.hasOwnProperty(key) && known.indexOf(key) < 0) {
+        unknown.push(key);
+      }
+    }
+    return unknown.length ? unknown.sort()[0] : null;
+  }
+
+  // A policy duration: seconds (0 or more) or "1h30m"; months and years refused, as in
+  // repeat.duration_s. The milliseconds are summed in the same order as offset_ms.
+  function checkDuration(field, value) {
+    if (isNumber(value)) {
+      if (value < 0) {
+        refuse(field, show(value) + ' is negative: give seconds (0 or more) or a duration like "30s"');
+      }
+      if (value * 1000 > MAX_SUBMONTH_MS) {
+        refuse(field, show(value) + " is too large (at most 1000 years)");
+      }
+      return;
+    }
+    if (typeof value !== "string") {
+      refuse(field, show(value) + " is not a duration: give seconds or " + DURATION_HELP);
+    }
+    if (!/^([0-9]+(ms|y|M|w|d|h|m|s))+$/.test(value)) {
+      refuse(field, show(value) + " is not a duration: " + DURATION_HELP);
+    }
+    var token = /([0-9]+)(ms|y|M|w|d|h|m|s)/g, m, units = {};
+    while ((m = token.exec(value)) !== null) {
+      var unit = DURATION_UNITS[m[2]];
+      if (units.hasOwnProperty(unit)) {
+        refuse(field, show(value) + ": " + m[2] + " given twice");
+      }
+      if (m[1].length > MAX_DURATION_DIGITS) {
+        refuse(field, show(value) + " is too large");
+      }
+      units[unit] = +m[1];
+    }
+    if (units.years || units.months) {
+      refuse(field, show(value) + ": months and years have no fixed length here; use days (30d)");
+    }
+    function g(unit) { return units.hasOwnProperty(unit) ? units[unit] : 0; }
+    var ms = ((((g("weeks") * 7 + g("days")) * 24 + g("hours")) * 60 +
+              g("minutes")) * 60 + g("seconds")) * 1000 + g("milliseconds");
+    if (ms > MAX_SUBMONTH_MS) {
+      refuse(field, show(value) + " is too large (at most 1000 years)");
+    }
+  }
+
+  function checkRetry(retry) {
+    if (!isObject(retry)) {
+      if (!isInteger(retry) || retry < 0) {
+        refuse("retry", show(retry) + " is not a whole number of retries (0 or more) " +
+                        'or an object like {"attempts": 3, "delay": "30s", "backoff": 2}');
+      }
+      if (retry + 1 > MAX_ATTEMPTS) {
+        refuse("retry", show(retry) + ": at most " + (MAX_ATTEMPTS - 1) + " retries");
+      }
+      return;
+    }
+    var unknown = unknownKey(retry, RETRY_KEYS);
+    if (unknown !== null) {
+      refuse("retry", "unknown key " + show(unknown) + "; use " + RETRY_KEYS.join(", "));
+    }
+    if (!given(retry.attempts)) {
+      refuse("retry.attempts", "missing: how many runs in all, the first included (e.g. 3)");
+    }
+    if (!isInteger(retry.attempts) || retry.attempts < 1 || retry.attempts > MAX_ATTEMPTS) {
+      refuse("retry.attempts", show(retry.attempts) + " is not a whole number from 1 to " + MAX_ATTEMPTS);
+    }
+    if (given(retry.delay)) {
+      checkDuration("retry.delay", retry.delay);
+    }
+    if (given(retry.backoff) && (!isNumber(retry.backoff) || retry.backoff < 1 || retry.backoff > MAX_BACKOFF)) {
+      refuse("retry.backoff", show(retry.backoff) + " is not a factor from 1 to " + MAX_BACKOFF +
+                              " (2 doubles each delay)");
+    }
+    if (given(retry.max_delay)) {
+      checkDuration("retry.max_delay", retry.max_delay);
+    }
+    if (given(retry.on)) {
+      var ok = isArray(retry.on) && retry.on.length > 0;
+      for (var i = 0; ok && i < retry.on.length; i++) {
+        ok = RETRY_ENDINGS.indexOf(retry.on[i]) >= 0;
+      }
+      if (!ok) {
+        refuse("retry.on", show(retry.on) + " is not a list of endings to retry, from " +
+                           RETRY_ENDINGS.join(", "));
+      }
+    }
+  }
+
+  function checkChoice(field, value, choices) {
+    if (given(value) && choices.indexOf(value) < 0) {
+      refuse(field, show(value) + " is not one of " + choices.join(", "));
+    }
+  }
+
+  function checkTemplate(field, template) {
+    if (!isObject(template)) {
+      refuse(field, 'must be a task template like {"job": {"name": "notify_url", ' +
+                    '"arguments": {"url": "..."}}}');
+    }
+    var unknown = unknownKey(template, TEMPLATE_KEYS);
+    if (unknown !== null) {
+      refuse(field, "unknown key " + show(unknown) + "; a template has " + TEMPLATE_KEYS.join(", "));
+    }
+    checkJob(template.job, field + ".");
+    if (given(template.worker)) {
+      checkWorker(template.worker, field + ".");
+    }
+    if (given(template.date)) {
+      checkDate(field + ".date", template.date);
+    }
+    if (given(template.timeout) && (!isNumber(template.timeout) || template.timeout <= 0)) {
+      refuse(field + ".timeout", show(template.timeout) + " is not a positive number of seconds");
+    }
+  }
+
+  function checkPolicies(doc) {
+    if (doc.retry !== undefined) {   // null is refused: the field always meant a number
+      checkRetry(doc.retry);
+    }
+    checkChoice("catchup", doc.catchup, CATCHUP_MODES);
+    if (given(doc.catchup_window)) {
+      checkDuration("catchup_window", doc.catchup_window);
+    }
+    checkChoice("overlap", doc.overlap, OVERLAP_MODES);
+    if (given(doc.jitter)) {
+      checkDuration("jitter", doc.jitter);
+    }
+    if (given(doc.history_limit) &&
+        (!isInteger(doc.history_limit) || doc.history_limit < 0 || doc.history_limit > MAX_HISTORY_LIMIT)) {
+      refuse("history_limit", show(doc.history_limit) + " is not a whole number of runs from 0 to " +
+                              MAX_HISTORY_LIMIT);
+    }
+    if (given(doc.on_done)) {
+      checkTemplate("on_done", doc.on_done);
+    }
+    if (given(doc.on_error)) {
+      checkTemplate("on_error", doc.on_error);
     }
   }
 
@@ -198,7 +355,7 @@ function (newDoc, oldDoc, userCtx, secObj) {
     return;
   }
 
-  checkWorker(newDoc.worker);
+  checkWorker(newDoc.worker, "");
   if (newDoc.date === undefined) {
     refuse("date", "missing: " + DATE_HELP);
   }
@@ -210,18 +367,16 @@ function (newDoc, oldDoc, userCtx, secObj) {
     refuse("status", show(newDoc.status) + " is not a status; use one of " +
                      STATUSES.slice(0, -1).join(", "));
   }
-  checkJob(newDoc.job);
+  checkJob(newDoc.job, "");
   if (given(newDoc.repeat)) {
     checkRepeat(newDoc.repeat);
   }
   if (given(newDoc.timeout) && (!isNumber(newDoc.timeout) || newDoc.timeout <= 0)) {
     refuse("timeout", show(newDoc.timeout) + " is not a positive number of seconds");
   }
-  if (newDoc.retry !== undefined && (!isInteger(newDoc.retry) || newDoc.retry < 0)) {
-    refuse("retry", show(newDoc.retry) + " is not a whole number of retries (0 or more)");
-  }
+  checkPolicies(newDoc);
   // Worker-written fields (owner, attempts, started_at, finished_at, runs, last_run,
-  // result, error, queued_ms, running) are accepted as they come; only these two would
+  // result, error, queued_ms, running, history, parent) are accepted as they come; only these two would
   // break a worker if they were wrong.
   if (given(newDoc.anchor)) {
     checkDate("anchor", newDoc.anchor);

@@ -26,7 +26,7 @@ BATCHES = 400
 BATCH_SIZE = 25           # 400 x 25 = the 10,000 documents of the issue (small batches:
                           # hypothesis gives up on examples that need too much random data)
 VALID_STATUSES = {"waiting", "scheduled", "running", "done", "error", "err", "reschedule", "cancel",
-                  "canceled"}
+                  "canceled", "pause", "paused", "resume", "run"}
 ODD = ["\u200b", "\u202e", "\ufeff", "\u0000", "\U0001f4a3", "e\u0301", "\uff10", "\u0660", "\n", "\t"]
 
 odd_text = st.lists(st.sampled_from(ODD) | st.characters(blacklist_categories=("Cs",)),
@@ -68,6 +68,13 @@ far_date = st.one_of(
     st.just("-0001-01-01"), st.just("+275760-09-13T00:00:00Z"),
 )
 
+# Durations a policy field refuses: negative, months or years, words, odd digits, too long.
+bad_duration = st.one_of(
+    st.floats(-1e9, -1e-9), st.integers(-10**6, -1), st.booleans(), st.lists(st.integers(), max_size=2),
+    st.integers(1, 99).map(lambda n: f"{n}M"), st.integers(1, 99).map(lambda n: f"1d{n}y"),
+    odd_text.map(lambda s: "1h" + s), st.sampled_from(["", "s", "1h1h", "1 h", "٣s", "1.5s", "-1s", "9" * 16 + "s"]),
+)
+
 BREAKERS = {
     "worker": not_a_string.filter(lambda v: not isinstance(v, str)) | st.just("") |
     odd_text.map(lambda s: " " + s) | st.integers(1_000, 60_000).map(lambda n: "w" * n + " "),
@@ -86,7 +93,20 @@ BREAKERS = {
         odd_text.filter(lambda s: s not in ("y", "M", "w", "d", "h", "m", "s", "ms")).map(lambda k: {"zz" + k: 1}),
     ),
     "timeout": st.integers(-10**6, 0) | st.text(max_size=5) | st.booleans(),
-    "retry": st.integers(-10**6, -1) | st.floats(0.1, 0.9) | st.text(max_size=5) | st.booleans(),
+    "retry": st.integers(-10**6, -1) | st.integers(100, 10**9) | st.floats(0.1, 0.9) | st.text(max_size=5) |
+    st.booleans() | st.just({}) | st.integers(-5, 0).map(lambda n: {"attempts": n}) |
+    bad_duration.map(lambda d: {"attempts": 3, "delay": d}) |
+    st.floats(-10, 0.99).map(lambda b: {"attempts": 3, "backoff": b}) |
+    odd_text.map(lambda e: {"attempts": 3, "on": [e]}) | odd_text.map(lambda k: {"attempts": 3, "x" + k: 1}),
+    "catchup": odd_text.filter(lambda s: s not in ("one", "all", "none")) | st.integers() | st.booleans(),
+    "catchup_window": bad_duration,
+    "overlap": odd_text.filter(lambda s: s not in ("wait", "skip", "replace")) | st.integers() | st.booleans(),
+    "jitter": bad_duration,
+    "history_limit": st.integers(-10**6, -1) | st.integers(1001, 10**9) | st.floats(0.1, 0.9) | st.text(max_size=5),
+    "on_error": not_a_string.filter(lambda v: not isinstance(v, dict)) |
+    job_name_attack.map(lambda n: {"job": {"name": n}}) |
+    odd_text.map(lambda k: {"job": {"name": "notify_url"}, "x" + k: 1}) |
+    far_date.map(lambda d: {"job": {"name": "notify_url"}, "date": d}),
 }
 
 
