@@ -507,7 +507,7 @@ def defines_name(tree, name: str) -> bool:
 
 SETTINGS_FLAGS = (("--couchdb-url", "couchdb_url"), ("--database", "database"), ("--jobs-dir", "jobs_dir"),
                   ("--state-dir", "state_dir"), ("--concurrency", "concurrency"),
-                  ("--log-level", "log_level"))
+                  ("--log-level", "log_level"), ("--metrics-dir", "metrics_dir"))
 
 
 def settings_parent() -> argparse.ArgumentParser:
@@ -523,6 +523,9 @@ def settings_parent() -> argparse.ArgumentParser:
     group.add_argument("--concurrency", default=argparse.SUPPRESS, metavar="N", help="jobs run at once (AFTER_CONCURRENCY)")
     group.add_argument("--log-level", default=argparse.SUPPRESS, metavar="LEVEL",
                        help="debug, info, warning or error (AFTER_LOG_LEVEL)")
+    group.add_argument("--metrics-dir", default=argparse.SUPPRESS, metavar="DIR",
+                       help="node exporter textfile folder for Prometheus metrics, or none "
+                            "(AFTER_METRICS_DIR)")
     return parent
 
 

@@ -88,14 +88,23 @@ class Journal:
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._buffer: list[bytes] = []
         self._open_runs: set[str] = set()
+        self._unwritten: set[str] = set()   # runs with an outcome CouchDB does not have yet
+
+    @property
+    def pending_writes(self) -> int:
+        """Outcomes journaled and not yet written to CouchDB (a metric)."""
+        return len(self._unwritten)
 
     def add(self, kind: str, run_id: str, **fields):
         rec = {"t": kind, "run": run_id, **fields}
         self._buffer.append(json.dumps(rec, separators=(",", ":"), default=str).encode() + b"\n")
         if kind == "intent":
             self._open_runs.add(run_id)
+        elif kind == "outcome":
+            self._unwritten.add(run_id)
         elif kind == "written":
             self._open_runs.discard(run_id)
+            self._unwritten.discard(run_id)
 
     def commit(self):
         """Write what was added since the last commit, durably, in one go."""
@@ -113,6 +122,7 @@ class Journal:
     def forget(self, run_id: str):
         """A run that never needs a record again (e.g. canceled before its intent mattered)."""
         self._open_runs.discard(run_id)
+        self._unwritten.discard(run_id)
 
     def _maybe_compact(self):
         # Every run is closed: the file holds nothing a successor would need.

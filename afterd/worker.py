@@ -31,7 +31,8 @@ from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
 from afterd.feed import Feed, has_conflicts, resolve_conflict, without_conflicts
 from afterd.lease import ACTIVE, Heartbeat
-from afterd.logs import setup_logging
+from afterd.logs import about, about_doc, setup_logging
+from afterd.metrics import Metrics, outcome_kind
 from afterd.notify import Notifier, status_line
 from afterd.repeat import plan
 from afterd.runner import FORK_AHEAD_S, Runner, RunSpec
@@ -137,6 +138,9 @@ class Worker:
         self._after_commit: list = []
         self._held: dict[str, tuple[float, dict]] = {}   # task id -> (when, its `running` field)
         self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
+        # metrics: host and slot are known once start() has locked a slot
+        self.metrics = Metrics(settings.metrics_dir, worker=name, host=settings.host, slot=0,
+                               started_s=clock.epoch_s(), now_m=clock.monotonic_s())
 
     # -- events from threads -------------------------------------------------------
 
@@ -168,6 +172,7 @@ class Worker:
         s = self.settings
         slot, self.journal, self._predecessor = journal.open_slot(self.state_dir)
         self.me = Identity(self.name, s.host or socket.gethostname(), slot, os.getpid())
+        self.metrics.host, self.metrics.slot = self.me.host, slot   # metrics
         log.info("worker %s starting as %s (CouchDB %s, database %s, jobs %s)",
                  self.name, self.me.process, self.couch.safe_url, s.database, s.jobs_dir)
         self.runner = Runner(s.jobs_dir, on_outcome=lambda o: self._post("outcome", o),
@@ -179,7 +184,8 @@ class Worker:
         self.heartbeat = Heartbeat(Couch(s.couchdb_url, s.database), self.me, lease_s=s.lease_s,
                                    skew_margin_s=s.skew_margin_s, state_dir=self.state_dir,
                                    on_lease=lambda until, why: self._post("lease", until, why),
-                                   on_peer=lambda *a: self._post("peer", *a))
+                                   on_peer=lambda *a: self._post("peer", *a),
+                                   counters=self.metrics.heartbeat_fields)   # metrics
         self.lease_until_s = self.heartbeat.renew()
         self.writer = Writer(Couch(s.couchdb_url, s.database),
                              on_result=lambda kind, w, info: self._post("write", kind, w, info),
@@ -243,7 +249,8 @@ class Worker:
         try:
             return resolve_conflict(self.couch, doc)
         except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
-            log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e)
+            log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e,
+                        extra=about_doc(doc, in_text=True))
             return without_conflicts(doc)
 
     def _feed_batch(self, docs):
@@ -287,6 +294,7 @@ class Worker:
             self._flush_after_commit()
             self._release_held(clock.monotonic_s())
             self._update_status()
+            self._write_metrics()   # metrics
             self._wait(watchdog_s, next_watchdog)
 
     def _wait(self, watchdog_s, next_watchdog):
@@ -338,7 +346,8 @@ class Worker:
         doc_id = write.doc["_id"]
         tag = write.tag
         entry = self.entries.get(doc_id)
-        log.debug("write %s (%s): %s %s", doc_id, tag, kind, info if kind == WRITTEN else "")
+        log.debug("write %s (%s): %s %s", doc_id, tag, kind, info if kind == WRITTEN else "",
+                  extra=about_doc(write.doc, in_text=True))
         if tag.startswith("outcome:") and kind != CONFLICT:
             self.journal.add("written", tag.split(":", 1)[1])
         if entry is None:
@@ -368,7 +377,8 @@ class Worker:
                 entry.phase, entry.run_id, entry.confirm_first = "new", None, False
             self._decide(info)
         else:  # REFUSED: CouchDB's validation said no to a worker write: a bug, say so loudly
-            log.error("CouchDB refused our update of task %s (%s): %s", doc_id, tag, info)
+            log.error("CouchDB refused our update of task %s (%s): %s", doc_id, tag, info,
+                      extra=about_doc(write.doc, in_text=True))
             self._forget(doc_id, "refused")
 
     def _after_write(self, entry, tag):
@@ -402,7 +412,8 @@ class Worker:
         entry = self.entries.get(task_id) if task_id else None
         if entry is None or entry.run_id != outcome.run_id:
             log.warning("outcome of run %s for a task we no longer hold: %s", outcome.run_id,
-                        "ok" if outcome.ok else (outcome.error or {}).get("message"))
+                        "ok" if outcome.ok else (outcome.error or {}).get("message"),
+                        extra=about(outcome.task_id, run_id=outcome.run_id, in_text=True))
             self.journal.add("written", outcome.run_id)
             return
         if not outcome.ok and (outcome.error or {}).get("type") == "NotStarted":
@@ -416,7 +427,8 @@ class Worker:
         logger = log.info if outcome.ok else log.warning
         logger("job %s %s", entry.doc.get("job", {}).get("name"),
                "done" if outcome.ok else f"failed: {(outcome.error or {}).get('message')}",
-               extra={"task_id": task_id})
+               extra=about_doc(entry.doc, outcome.run_id))
+        self._count_run(entry, outcome)   # metrics
         entry.phase = "finishing"
         entry.outcome = self._outcome_fields(entry, outcome)
         self.journal.add("outcome", outcome.run_id, task=task_id, update=entry.outcome)
@@ -428,6 +440,7 @@ class Worker:
             self._set_problem("lease", f"heartbeat failed: {why}")
             return
         self._set_problem("lease", None)
+        self.metrics.couchdb_answered(clock.monotonic_s())   # metrics
         # Lapsed: a start found it gone, or it ran out before this renewal came back
         # (even if no task came due meanwhile to notice).
         lapsed = self._lease_lapsed or (self.lease_until_s is not None
@@ -466,6 +479,7 @@ class Worker:
     def _set_problem(self, source, why):
         """What is wrong now, for STATUS; logged when it starts and when it ends."""
         had = self._problems.get(source)
+        self.metrics.problem(source, bool(why), clock.monotonic_s())   # metrics
         if why:
             if had is None:
                 log.warning("%s", why)
@@ -561,7 +575,7 @@ class Worker:
 
     def _refuse(self, doc, error):
         """A document no worker can use (it got past validation): end it as error, saying why."""
-        log.warning("task %s is unusable: %s", doc.get("_id"), error, extra={"task_id": doc.get("_id")})
+        log.warning("task %s is unusable: %s", doc.get("_id"), error, extra=about_doc(doc))
         entry = self.entries.get(doc["_id"]) or self.entries.setdefault(doc["_id"], Entry(doc=doc))
         entry.doc = doc
         self._write(entry, {**doc, "status": "error", "owner": self.me.owner_field(),
@@ -615,9 +629,10 @@ class Worker:
         attempts = int(doc.get("attempts", 0) or 0)
         retry = doc.get("retry", 0) if isinstance(doc.get("retry"), int) else 0
         now = clock.now()
+        self.metrics.run_ended("interrupted", job=about_doc(doc).get("job"))   # metrics
         if attempts < retry:
             log.warning("task %s: run %s interrupted (%s); retrying (%d of %d)", doc["_id"], run, how,
-                        attempts + 1, retry, extra={"task_id": doc["_id"]})
+                        attempts + 1, retry, extra=about_doc(doc, run))
             update = {**doc, "status": "scheduled", "attempts": attempts + 1,
                       "owner": self.me.owner_field()}
             update.pop("running", None)
@@ -625,7 +640,7 @@ class Worker:
             self._write(entry, update, "claim")
             return
         log.warning("task %s: run %s interrupted (%s); not run again", doc["_id"], run, how,
-                    extra={"task_id": doc["_id"]})
+                    extra=about_doc(doc, run))
         error = {"type": "Interrupted", "run": run, "traceback": None,
                  "message": f"interrupted: {how}; its outcome is unknown, so it is not run again "
                             f"(set \"retry\" to allow that)"}
@@ -662,7 +677,7 @@ class Worker:
                 continue
             entry.doc = doc
             log.info("task %s: owner %s is gone; %s", doc["_id"], process, decision,
-                     extra={"task_id": doc["_id"]})
+                     extra=about_doc(doc))
             if decision == claims.CLAIM:
                 entry.confirm_first = True
                 self._claim(entry, reset_anchor=status == "reschedule")
@@ -782,7 +797,8 @@ class Worker:
                 anchor = parse_date(doc.get("anchor") or doc["date"])
                 next_k, next_date = plan(anchor, task.repeat, int(doc.get("occurrence", 0) or 0), now)
             except (TaskError, ValueError, OverflowError) as e:
-                log.warning("task %s: cannot plan its next run: %s", doc["_id"], e)
+                log.warning("task %s: cannot plan its next run: %s", doc["_id"], e,
+                            extra=about_doc(doc, entry.run_id, in_text=True))
         if next_date is not None:
             update.update({"status": "scheduled", "date": format_date(next_date), "occurrence": next_k,
                            "last_run": run_record})
@@ -805,7 +821,8 @@ class Worker:
         doc.update(update)
         if claims.owner_of(base) not in (None, self.me.process, entry.taking_from):
             log.warning("task %s was taken over by %s while its run finished; outcome not written: %s",
-                        base["_id"], claims.owner_of(base), update.get("error") or update.get("result"))
+                        base["_id"], claims.owner_of(base), update.get("error") or update.get("result"),
+                        extra=about_doc(base, entry.run_id, in_text=True))
             self._forget(base["_id"], "taken over")
             return
         if base.get("status") == "cancel":
@@ -816,7 +833,8 @@ class Worker:
         self._write(entry, doc, f"outcome:{run}")
 
     def _write(self, entry, doc, tag):
-        log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"))
+        log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"),
+                  extra=about_doc(doc, entry.run_id, in_text=True))
         entry.writing = True
         self.writer.submit(Write(doc=doc, tag=tag))
 
@@ -830,7 +848,8 @@ class Worker:
                 self._forgotten.pop(next(iter(self._forgotten)))
         self.timers.disarm(doc_id)
         if entry is not None and cancel_run and entry.run_id and entry.phase in ("starting", "running"):
-            log.info("task %s %s: stopping its run", doc_id, why)
+            log.info("task %s %s: stopping its run", doc_id, why,
+                     extra=about_doc(entry.doc, entry.run_id, in_text=True))
             self.runner.cancel(entry.run_id)
 
     # -- reload, status, shutdown ----------------------------------------------------
@@ -839,6 +858,28 @@ class Worker:
         self.notifier.reloading()
         self.runner.reload()   # logs and counts the reload itself
         self.notifier.ready()
+
+    # -- metrics (afterd/metrics.py) -------------------------------------------------------
+
+    def _count_run(self, entry, outcome):
+        """A run ended: count it by outcome, its duration and how late it started."""
+        error_type = (outcome.error or {}).get("type")
+        started = outcome.started_at_s is not None
+        self.metrics.run_ended(outcome_kind(outcome.ok, error_type, entry.cancel),
+                               duration_s=outcome.finished_at_s - outcome.started_at_s if started else None,
+                               lateness_s=outcome.queued_ms / 1000 if started else None,
+                               job=about_doc(entry.doc).get("job"), error_type=error_type)
+
+    def _write_metrics(self, force=False):
+        """Every metrics.WRITE_EVERY_S (and at stop): the gauges of this instant, then the file."""
+        now_m = clock.monotonic_s()
+        if not force and not self.metrics.due(now_m):
+            return
+        self.metrics.set_state(now_s=clock.epoch_s(), now_m=now_m, scheduled=len(self.timers),
+                               running=self.runner.running(), held=len(self.entries),
+                               next_due_s=self.timers.next_deadline(), lease_until_m=self.lease_until_s,
+                               journal_pending=self.journal.pending_writes)
+        self.metrics.write(now_m)
 
     def _update_status(self):
         nxt = self.timers.next_deadline()
@@ -869,6 +910,8 @@ class Worker:
         else:
             log.warning("CouchDB did not take every outcome before shutdown; the journal keeps them")
         self.writer.stop()
+        self.metrics.up = 0   # metrics: the last file says the worker stopped cleanly
+        self._write_metrics(force=True)
         self.journal.close()
         log.info("worker %s stopped", self.name)
         return EXIT_SOFTWARE if getattr(self, "_fatal", False) else EXIT_OK
@@ -917,7 +960,7 @@ def _test_hang_at():
 
 def run_worker(name: str, settings) -> int:
     """`after start NAME` in the foreground: the exit code."""
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, fields={"WORKER": name})   # journal field on every line
     worker = Worker(name, settings)
     try:
         worker.connect()
