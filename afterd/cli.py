@@ -223,9 +223,10 @@ def cmd_stop(args, settings: Settings) -> int:
 
 def cmd_log(args, settings: Settings) -> int:
     name = daemon.check_worker_name(args.name)
+    task = getattr(args, "task", None)
     if daemon.systemd_running():
-        return daemon.systemd_log(name, args.follow, args.lines)
-    return daemon.daemon_log(name, args.follow, args.lines)
+        return daemon.systemd_log(name, args.follow, args.lines, task)
+    return daemon.daemon_log(name, args.follow, args.lines, task=task)
 
 
 def cmd_list(args, settings: Settings) -> int:
@@ -555,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("--task", metavar="ID", help="only the lines about task ID (under systemd: the journal "
+                                                "field TASK_ID=ID)")
 
     command("list", cmd_list, "workers running on this machine, with their status line")
 

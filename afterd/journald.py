@@ -8,10 +8,15 @@ https://systemd.io/JOURNAL_NATIVE_PROTOCOL/). That protocol is a few lines of co
 no new dependency: python3-systemd's JournalHandler speaks the same protocol
 through a C extension, and would have to reach the venv the tests use as well.
 
-journald attributes a datagram to the unit from the sender's pid and cgroup, as it
-does a stream line, so `-u after@NAME` and `-p err` work the same. A record that
-cannot be sent (no socket, journald restarting) goes to the stream handler given as
-`fallback` instead: the line is kept, only its fields are lost.
+Only records about a task take the socket; every other line stays on the stream.
+journald attributes a datagram to its unit by reading the sender's cgroup from
+/proc when the datagram is processed: a process that has exited by then (the
+worker's last lines at stop, a job's child) leaves an entry without _SYSTEMD_UNIT,
+which `journalctl -u` does not show. A stream is attributed when it is opened, so
+the worker's lifecycle lines (starting, ready, stopped) stay where they always were,
+and a task's lines can always be found by `journalctl TASK_ID=<id>` even without -u.
+A record that cannot be sent (no socket, journald restarting) goes to the stream
+handler given as `fallback`: the line is kept, only its fields are lost.
 """
 
 import array
@@ -46,19 +51,19 @@ def encode(fields: dict) -> bytes:
     return b"".join(parts)
 
 
-def available(socket_path: str = SOCKET_PATH) -> bool:
-    return os.path.exists(socket_path)
+def available(socket_path: str | None = None) -> bool:
+    return os.path.exists(socket_path or SOCKET_PATH)
 
 
 class JournalHandler(logging.Handler):
     """Sends each record to journald with its fields; `fields` are added to every record."""
 
     def __init__(self, fallback: logging.Handler, fields: dict | None = None,
-                 socket_path: str = SOCKET_PATH):
+                 socket_path: str | None = None):
         super().__init__()
         self.fallback = fallback
         self.fields = {k: v for k, v in (fields or {}).items() if v is not None}
-        self.socket_path = socket_path
+        self.socket_path = socket_path or SOCKET_PATH
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.setFormatter(TaskPrefixFormatter("%(message)s"))
 
@@ -74,6 +79,9 @@ class JournalHandler(logging.Handler):
         return fields
 
     def emit(self, record):
+        if getattr(record, "task_id", None) is None and "TASK_ID" not in self.fields:
+            self.fallback.handle(record)   # not about a task: the stream (see the module's doc)
+            return
         try:
             data = encode(self.record_fields(record))
             try:

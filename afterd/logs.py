@@ -100,9 +100,8 @@ def setup_logging(level="info", stream=None, fields: dict | None = None, env=os.
     if journal:
         from afterd import journald
 
-        socket_path = journal_socket or journald.SOCKET_PATH
-        if journald.available(socket_path):
-            handler = journald.JournalHandler(handler, fields, socket_path)
+        if journald.available(journal_socket):
+            handler = journald.JournalHandler(handler, fields, journal_socket)
     handler._after_handler = True
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_after_handler", False)]:

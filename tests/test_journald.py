@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from afterd import journald, logs
+from afterd import journald, jobapi, logs
 
 
 def decode(data: bytes) -> dict:
@@ -81,11 +81,13 @@ def test_a_line_about_a_run_carries_task_job_worker_and_run_fields(journal, unde
     assert fields["TASK_ID"] == "t-42" and fields["JOB"] == "generate_billing"
     assert fields["RUN_ID"] == "t-42@2026-12-01T03:00:00Z#0" and fields["WORKER"] == "manobi"
     assert fields["SYSLOG_IDENTIFIER"] == "after"
-    log.info("worker ready")
-    fields = receive(sock)
-    assert fields["WORKER"] == "manobi" and "TASK_ID" not in fields and fields["PRIORITY"] == "6"
     under_systemd.seek(0)
     assert under_systemd.read() == ""   # nothing went to the stream
+    # A line about no task stays on the stream: journald attributes a stream to the unit
+    # for good, a datagram only while its sender lives (afterd/journald.py).
+    log.info("worker stopped")
+    under_systemd.seek(0)
+    assert under_systemd.read() == "<6>worker stopped\n"
 
 
 def test_in_text_lines_keep_their_text_and_gain_the_fields(journal, under_systemd):
@@ -147,3 +149,16 @@ def test_outside_systemd_the_text_is_unchanged_by_the_fields(tmp_path, monkeypat
     logs.setup_logging("warning", stream=open(os.devnull, "w"))
     assert lines[0].endswith(" INFO after.worker: [task t1] job hello done")
     assert lines[1].endswith(" INFO after.worker: task t2: owner gone")
+
+
+def test_a_jobs_own_logger_lines_carry_the_fields(journal, under_systemd, monkeypatch):
+    path, sock = journal
+    monkeypatch.setattr(journald, "SOCKET_PATH", path)
+    monkeypatch.setattr("sys.stderr", under_systemd)
+    task = jobapi.JobTask({"id": "t9", "worker": "manobi", "arguments": []}, "generate_billing", "t9@d#0")
+    task.logger.warning("billing %d", 1234)
+    fields = receive(sock)
+    assert fields["MESSAGE"] == "job generate_billing task t9: WARNING billing 1234"
+    assert (fields["TASK_ID"], fields["JOB"], fields["WORKER"], fields["RUN_ID"]) == (
+        "t9", "generate_billing", "manobi", "t9@d#0")
+    assert fields["PRIORITY"] == "4"
