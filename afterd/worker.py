@@ -424,7 +424,8 @@ class Worker:
                 back = {k: v for k, v in entry.doc.items() if k != "running"}
                 self._write(entry, {**back, "status": "scheduled"}, "unstart")
             return
-        logger = log.info if outcome.ok else log.warning
+        # A failed run is an error for the operator: `journalctl -u after@NAME JOB=<job> -p err`.
+        logger = log.info if outcome.ok else log.error
         logger("job %s %s", entry.doc.get("job", {}).get("name"),
                "done" if outcome.ok else f"failed: {(outcome.error or {}).get('message')}",
                extra=about_doc(entry.doc, outcome.run_id))
