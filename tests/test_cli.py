@@ -352,7 +352,7 @@ def worker_env(db_env, tmp_path):
     (jobs_dir / "shell.py").write_bytes(shipped.read_bytes())
     (jobs_dir / "shell.py").chmod(0o644)
     return {**db_env, "AFTER_JOBS_DIR": str(jobs_dir), "AFTER_STATE_DIR": str(tmp_path / "state"),
-            "AFTER_STOP_GRACE_S": "10", "AFTER_KILL_GRACE_S": "5"}
+            "AFTER_STOP_GRACE_S": "10", "AFTER_KILL_GRACE_S": "5", "AFTER_METRICS_DIR": "none"}
 
 
 def test_background_worker_start_list_log_clean_stop(worker_env, couch, tmp_path):
