@@ -21,6 +21,7 @@ import threading
 
 from afterd import clock, conflicts
 from afterd.couch import FINAL_STATUSES, CouchError, Unavailable
+from afterd.logs import about_doc
 from afterd.task import is_worker_record
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS) -> dict:
         leaves = couch.open_revs(doc_id, revs)
         if len(leaves) != len(revs):
             last = f"of leaves {revs} only {[d['_rev'] for d in leaves]} were live"
-            log.debug("task %s: %s", doc_id, last)
+            log.debug("task %s: %s", doc_id, last, extra=about_doc(doc, in_text=True))
         else:
             resolution = conflicts.resolve(leaves)
             results = couch.write_resolution(resolution.doc, doc_id, resolution.losers)
@@ -110,16 +111,17 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS) -> dict:
                 # validate_doc_update said no to the merge: retrying cannot help. CouchDB's
                 # winner stands, the conflict stays visible, and the loop goes on with it.
                 log.error("task %s: conflicting revisions %s not resolved, CouchDB refused the "
-                          "resolution: %s", doc_id, ", ".join(revs), refused[0].get("reason") or refused[0])
+                          "resolution: %s", doc_id, ", ".join(revs), refused[0].get("reason") or refused[0],
+                          extra=about_doc(doc, in_text=True))
                 current = couch.get_conflicted(doc_id)
                 return without_conflicts(current) if current is not None else tombstone(doc)
             if any(r.get("error") for r in results):
                 last = f"writing the resolution of {revs} got {results}"
-                log.debug("task %s: %s", doc_id, last)
+                log.debug("task %s: %s", doc_id, last, extra=about_doc(doc, in_text=True))
             else:
                 log.info("task %s: resolved conflicting revisions %s: %s is its owner, %d leaves deleted",
                          doc_id, ", ".join(revs), conflicts.owner_of(resolution.merged),
-                         len(resolution.losers), extra={"task_id": doc_id})
+                         len(resolution.losers), extra=about_doc(doc))
         current = couch.get_conflicted(doc_id)
         if current is None:
             return tombstone(doc)

@@ -76,7 +76,8 @@ class Metrics:
         self.runs = {kind: 0 for kind in OUTCOMES}   # every key exists: a reader's copy never races a resize
         self.duration = Histogram()
         self.lateness = Histogram()
-        self.failing_jobs: set[str] = set()
+        # Replaced, never changed in place: the heartbeat thread reads it while the loop runs.
+        self.failing_jobs: frozenset[str] = frozenset()
         self._problems: set[str] = set()
         self._last_good_m = now_m          # start-up talked to CouchDB before we exist
         self._feed_down_since_m: float | None = None
@@ -97,9 +98,9 @@ class Metrics:
             self.lateness.observe(lateness_s)
         if job:
             if error_type in LOAD_ERRORS:
-                self.failing_jobs.add(job)
-            elif kind != "interrupted":
-                self.failing_jobs.discard(job)   # it loaded this time
+                self.failing_jobs = self.failing_jobs | {job}
+            elif kind != "interrupted" and job in self.failing_jobs:
+                self.failing_jobs = self.failing_jobs - {job}   # it loaded this time
 
     def problem(self, source: str, bad: bool, now_m: float):
         """The worker's problem `source` started (bad) or ended; CouchDB ones count for couchdb_up."""

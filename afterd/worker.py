@@ -414,6 +414,8 @@ class Worker:
             log.warning("outcome of run %s for a task we no longer hold: %s", outcome.run_id,
                         "ok" if outcome.ok else (outcome.error or {}).get("message"),
                         extra=about(outcome.task_id, run_id=outcome.run_id, in_text=True))
+            if (outcome.error or {}).get("type") != "NotStarted":
+                self._count_run(outcome)   # metrics: it ran all the same
             self.journal.add("written", outcome.run_id)
             return
         if not outcome.ok and (outcome.error or {}).get("type") == "NotStarted":
@@ -429,7 +431,7 @@ class Worker:
         logger("job %s %s", entry.doc.get("job", {}).get("name"),
                "done" if outcome.ok else f"failed: {(outcome.error or {}).get('message')}",
                extra=about_doc(entry.doc, outcome.run_id))
-        self._count_run(entry, outcome)   # metrics
+        self._count_run(outcome, entry.doc, entry.cancel)   # metrics
         entry.phase = "finishing"
         entry.outcome = self._outcome_fields(entry, outcome)
         self.journal.add("outcome", outcome.run_id, task=task_id, update=entry.outcome)
@@ -862,14 +864,14 @@ class Worker:
 
     # -- metrics (afterd/metrics.py) -------------------------------------------------------
 
-    def _count_run(self, entry, outcome):
+    def _count_run(self, outcome, doc=None, canceled=False):
         """A run ended: count it by outcome, its duration and how late it started."""
         error_type = (outcome.error or {}).get("type")
         started = outcome.started_at_s is not None
-        self.metrics.run_ended(outcome_kind(outcome.ok, error_type, entry.cancel),
+        self.metrics.run_ended(outcome_kind(outcome.ok, error_type, canceled),
                                duration_s=outcome.finished_at_s - outcome.started_at_s if started else None,
                                lateness_s=outcome.queued_ms / 1000 if started else None,
-                               job=about_doc(entry.doc).get("job"), error_type=error_type)
+                               job=about_doc(doc).get("job") if doc else None, error_type=error_type)
 
     def _write_metrics(self, force=False):
         """Every metrics.WRITE_EVERY_S (and at stop): the gauges of this instant, then the file."""
