@@ -151,8 +151,10 @@ def box(build):
         # So that apt has a dependency to fetch from Debian, not only ones already there.
         container.run(["apt-get", "purge", "-y", "-q", "python3-sdnotify"], timeout_s=APT_TIMEOUT_S)
         container.push(build["deb"], DEB_IN_BOX)
+        # --no-install-recommends: prometheus-node-exporter (recommended) would listen on the
+        # host's port 9100 (the container shares its network); a stand-in tests the folder.
         container.install_output = container.run(
-            ["apt-get", "install", "-y", "-q", DEB_IN_BOX], timeout_s=APT_TIMEOUT_S,
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", DEB_IN_BOX], timeout_s=APT_TIMEOUT_S,
             env={"DEBIAN_FRONTEND": "noninteractive"}).stdout
         yield container
     finally:
