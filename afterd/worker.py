@@ -428,10 +428,11 @@ class Worker:
             return
         # A failed run is an error for the operator: `journalctl -u after@NAME JOB=<job> -p err`.
         logger = log.info if outcome.ok else log.error
-        logger("job %s %s", entry.doc.get("job", {}).get("name"),
+        doc = entry.doc   # decoded once (Entry keeps it deflated)
+        logger("job %s %s", doc.get("job", {}).get("name"),
                "done" if outcome.ok else f"failed: {(outcome.error or {}).get('message')}",
-               extra=about_doc(entry.doc, outcome.run_id))
-        self._count_run(outcome, entry.doc, entry.cancel)   # metrics
+               extra=about_doc(doc, outcome.run_id))
+        self._count_run(outcome, doc, entry.cancel)   # metrics
         entry.phase = "finishing"
         entry.outcome = self._outcome_fields(entry, outcome)
         self.journal.add("outcome", outcome.run_id, task=task_id, update=entry.outcome)
