@@ -24,8 +24,9 @@ from pathlib import Path
 log = logging.getLogger("after.metrics")
 
 OUTCOMES = ("done", "error", "timeout", "interrupted", "canceled")
-# Seconds, from a no-op job (about a millisecond) to a nightly batch (hours).
-BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+# Seconds, from a fork-ahead start's lateness (tenths of a millisecond) and a no-op job
+# (about a millisecond) to a nightly batch (hours).
+BUCKETS_S = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
              30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
 WRITE_EVERY_S = 5.0
 # Error types meaning the job's module could not be loaded: no code of the job ran.
@@ -85,6 +86,7 @@ class Metrics:
         self.state: dict = {}              # gauges of one instant, from set_state()
         self._next_write_m = 0.0
         self._warned = False
+        self._swept = False
 
     # -- fed by the worker loop ---------------------------------------------------------
 
@@ -160,6 +162,14 @@ class Metrics:
         if path is None or not self.folder.is_dir():
             return None   # no node exporter here: create nothing
         text = render(self, self.worker, self.host, slot=self.slot)
+        if not self._swept:
+            self._swept = True
+            # Temporaries of a predecessor in this slot killed between write and rename.
+            for stale in self.folder.glob(f".{path.name}.*.tmp"):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
         try:
             write_atomic(path, text)
         except OSError as e:

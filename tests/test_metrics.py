@@ -77,11 +77,12 @@ def test_render_counts_runs_and_fills_histogram_buckets():
     assert sample(fams, "after_run_duration_seconds_bucket", le="7200.0") == 3
     assert sample(fams, "after_run_duration_seconds_bucket", le="+Inf") == 3
     assert sample(fams, "after_run_lateness_seconds_bucket", le="0.001") == 1
+    assert sample(fams, "after_run_lateness_seconds_bucket", le="0.0005") == 1   # the 0.0 one
     assert sample(fams, "after_run_lateness_seconds_bucket", le="900.0") == 3
     # cumulative and ending at the count, from milliseconds to hours
     buckets = [s.value for s in fams["after_run_duration_seconds"].samples if s.name.endswith("_bucket")]
     assert buckets == sorted(buckets) and len(buckets) == len(BUCKETS_S) + 1
-    assert BUCKETS_S[0] == 0.001 and BUCKETS_S[-1] >= 3600
+    assert BUCKETS_S[0] < 0.001 and BUCKETS_S[-1] >= 3600
 
 
 def test_gauges_of_an_instant_use_the_times_passed_in():
@@ -141,6 +142,8 @@ def test_no_folder_no_file(tmp_path):
 
 
 def test_the_file_is_replaced_atomically_and_leaves_no_temporary(tmp_path):
+    (tmp_path / ".after_manobi_0.prom.999.tmp").write_text("a predecessor killed mid-write")
+    (tmp_path / "other.prom").write_text("someone else's\n")
     m = fresh(tmp_path)
     path = m.write(now_m=1.0)
     assert path == tmp_path / "after_manobi_0.prom"
@@ -150,7 +153,7 @@ def test_the_file_is_replaced_atomically_and_leaves_no_temporary(tmp_path):
     assert not m.due(now_m=2.0) and m.due(now_m=6.0)
     m.write(now_m=6.0)
     assert sample(families(path.read_text()), "after_runs_total", outcome="done") == 1
-    assert sorted(os.listdir(tmp_path)) == ["after_manobi_0.prom"]
+    assert sorted(os.listdir(tmp_path)) == ["after_manobi_0.prom", "other.prom"]
 
 
 def test_a_failed_write_removes_its_temporary_and_keeps_the_old_file(tmp_path, monkeypatch):
