@@ -58,10 +58,14 @@ class Identity:
         return {"process": self.process, "host": self.host, "pid": self.pid}
 
 
-def heartbeat_doc(me: Identity, now: datetime, lease_s: float, stopped=False) -> dict:
-    """The body of this process's heartbeat (without _id/_rev)."""
+def heartbeat_doc(me: Identity, now: datetime, lease_s: float, stopped=False, counters=None) -> dict:
+    """The body of this process's heartbeat (without _id/_rev).
+
+    `counters` (metrics.Metrics.heartbeat_fields: runs by outcome, ...) go under
+    "metrics", so `after list` and the console can show them over CouchDB alone.
+    """
     expires = now if stopped else now + timedelta(seconds=lease_s)
-    return {
+    body = {
         "type": "process",
         "worker": me.worker,
         "host": me.host,
@@ -72,6 +76,9 @@ def heartbeat_doc(me: Identity, now: datetime, lease_s: float, stopped=False) ->
         "lease_s": lease_s,
         "stopped": stopped,
     }
+    if counters is not None:
+        body["metrics"] = counters
+    return body
 
 
 def owner_of(doc: dict) -> str | None:

@@ -287,9 +287,10 @@ def cmd_stop(args, settings: Settings) -> int:
 
 def cmd_log(args, settings: Settings) -> int:
     name = daemon.check_worker_name(args.name)
+    task = getattr(args, "task", None)
     if daemon.systemd_running():
-        return daemon.systemd_log(name, args.follow, args.lines)
-    return daemon.daemon_log(name, args.follow, args.lines)
+        return daemon.systemd_log(name, args.follow, args.lines, task)
+    return daemon.daemon_log(name, args.follow, args.lines, task=task)
 
 
 def cmd_list(args, settings: Settings) -> int:
@@ -723,7 +724,7 @@ def defines_name(tree, name: str) -> bool:
 
 SETTINGS_FLAGS = (("--couchdb-url", "couchdb_url"), ("--database", "database"), ("--jobs-dir", "jobs_dir"),
                   ("--state-dir", "state_dir"), ("--concurrency", "concurrency"),
-                  ("--log-level", "log_level"))
+                  ("--log-level", "log_level"), ("--metrics-dir", "metrics_dir"))
 
 
 def settings_parent() -> argparse.ArgumentParser:
@@ -739,6 +740,9 @@ def settings_parent() -> argparse.ArgumentParser:
     group.add_argument("--concurrency", default=argparse.SUPPRESS, metavar="N", help="jobs run at once (AFTER_CONCURRENCY)")
     group.add_argument("--log-level", default=argparse.SUPPRESS, metavar="LEVEL",
                        help="debug, info, warning or error (AFTER_LOG_LEVEL)")
+    group.add_argument("--metrics-dir", default=argparse.SUPPRESS, metavar="DIR",
+                       help="node exporter textfile folder for Prometheus metrics, or none "
+                            "(AFTER_METRICS_DIR)")
     return parent
 
 
@@ -768,6 +772,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("--task", metavar="ID", help="only the lines about task ID (under systemd: the journal "
+                                                "field TASK_ID=ID)")
 
     command("list", cmd_list, "workers running on this machine, with their status line")
 

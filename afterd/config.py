@@ -45,6 +45,9 @@ class Settings:
     memory_limit_mb: int | None = None           # address space of each job's process
     log_level: str = "info"
     host: str = ""
+    # The node exporter's textfile folder (Debian's default); metrics are written only
+    # when it exists. "none" (or "") turns them off.
+    metrics_dir: Path | None = Path("/var/lib/prometheus/node-exporter")
 
     def __repr__(self):
         # Settings end up in debug logs and test failures: never show the password.
@@ -127,6 +130,12 @@ def _check(name: str, value, source: str):
             raise ConfigError(f"{where} must be a CouchDB database name "
                               "(lowercase letter, then lowercase letters, digits, _$()+-/)")
         return value
+    if name == "metrics_dir":
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a folder path (a string), or \"none\" for no metrics")
+        return Path(value).expanduser()
     if name in ("jobs_dir", "state_dir"):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where} must be a folder path (a string)")
@@ -208,7 +217,7 @@ def env_values(env) -> dict:
     values = {}
     for name in FIELD_NAMES:
         text = env.get("AFTER_" + name.upper())
-        if text is not None and (text != "" or name in ("default_timeout_s", "memory_limit_mb")):
+        if text is not None and (text != "" or name in ("default_timeout_s", "memory_limit_mb", "metrics_dir")):
             values[name] = _check(name, text, "AFTER_" + name.upper())
     return values
 

@@ -70,8 +70,10 @@ def systemd_stop(name: str) -> int:
     return _run(["systemctl", "stop", unit(name)])
 
 
-def systemd_log(name: str, follow: bool, lines: int | None) -> int:
+def systemd_log(name: str, follow: bool, lines: int | None, task: str | None = None) -> int:
     argv = ["journalctl", "-u", unit(name)]
+    if task is not None:
+        argv.append(f"TASK_ID={task}")   # the journal field of every line about a task (journald.py)
     if follow:
         argv.append("-f")
     if lines is not None:
@@ -230,16 +232,51 @@ def daemon_stop(name: str, grace_s: float) -> int:
     return EXIT_OK
 
 
-def daemon_log(name: str, follow: bool, lines: int | None, out=None) -> int:
+class TaskLines:
+    """The lines of a text log that are about one task, fed in chunks (pure).
+
+    A line is about the task when it says so the way after writes it: "[task ID] ..."
+    (a line with the task_id field), "task ID: ..." / "task ID ..." (worker lines that
+    name it), "job NAME task ID: ..." (the job's own logger), "run ID@..." (a run of
+    it). The lines that follow it without a timestamp of their own (a traceback)
+    belong to it too.
+    """
+
+    RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")   # PLAIN_FORMAT's asctime
+
+    def __init__(self, task_id: str):
+        tid = re.escape(task_id)
+        self.about = re.compile(rf"\[task {tid}\]|\btask {tid}(?=[\s:])|\brun {tid}@")
+        self._partial = ""
+        self._in_record = False
+
+    def feed(self, text: str) -> list[str]:
+        """The complete lines of `text` (with what came before) that are about the task."""
+        text = self._partial + text
+        lines = text.splitlines(keepends=True)
+        self._partial = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+        shown = []
+        for line in lines:
+            if self.RECORD_START.match(line):
+                self._in_record = bool(self.about.search(line))
+            elif self.about.search(line):
+                self._in_record = True
+            if self._in_record:
+                shown.append(line)
+        return shown
+
+
+def daemon_log(name: str, follow: bool, lines: int | None, out=None, task: str | None = None) -> int:
     out = out or sys.stdout
     path = files(name).log
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         raise DaemonError(f"worker {name} has no log file ({path}): was it started with `after start {name} -b`?") from None
+    about = TaskLines(task) if task is not None else None
     with f:
         text = f.read().decode(errors="replace")
-        shown = text.splitlines(keepends=True)
+        shown = about.feed(text) if about else text.splitlines(keepends=True)
         if lines is not None:
             shown = shown[-lines:] if lines > 0 else []
         out.write("".join(shown))
@@ -247,7 +284,8 @@ def daemon_log(name: str, follow: bool, lines: int | None, out=None) -> int:
         while follow:
             chunk = f.read()
             if chunk:
-                out.write(chunk.decode(errors="replace"))
+                text = chunk.decode(errors="replace")
+                out.write("".join(about.feed(text)) if about else text)
                 out.flush()
                 continue
             if f.tell() > os.stat(path).st_size:   # truncated by `after clean`: start over

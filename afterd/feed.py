@@ -21,6 +21,7 @@ import threading
 
 from afterd import claims, clock, conflicts
 from afterd.couch import FINAL_STATUSES, CouchError, Unavailable
+from afterd.logs import about, about_doc
 from afterd.task import is_worker_record
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def put_back(couch, doc_id: str, merged: dict) -> dict | None:
     kept leaf withdrawn by a claimant answered 202 at the same moment): write the merged
     task again, so a resolution never deletes a task a user did not delete."""
     log.warning("task %s: its last live revision went while its conflict was resolved; writing it again",
-                doc_id, extra={"task_id": doc_id})
+                doc_id, extra=about(doc_id, in_text=True))
     try:
         couch.put({**{k: v for k, v in merged.items() if k != "_rev"}, "_id": doc_id})
     except CouchError as e:
@@ -123,13 +124,13 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS, me: str | N
         resolution = None
         if len(leaves) != len(revs):
             last = f"of leaves {revs} only {[d['_rev'] for d in leaves]} were live"
-            log.debug("task %s: %s", doc_id, last)
+            log.debug("task %s: %s", doc_id, last, extra=about_doc(doc, in_text=True))
         elif conflicts.is_claim_race(leaves) and defer_race(doc_id):
             # Not ours to settle (conflicts.is_claim_race): our own claim if we made one,
             # else CouchDB's winner, which is not ours, so the loop lets it go.
             mine = [d for d in leaves if claims.owner_of(d) == me]
             log.info("task %s: rival claims %s; waiting for the claims answered 202 to be withdrawn",
-                     doc_id, ", ".join(revs), extra={"task_id": doc_id})
+                     doc_id, ", ".join(revs), extra=about_doc(doc, in_text=True))
             return without_conflicts(mine[0] if mine else doc)
         else:
             resolution = conflicts.resolve(leaves)
@@ -139,16 +140,17 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS, me: str | N
                 # validate_doc_update said no to the merge: retrying cannot help. CouchDB's
                 # winner stands, the conflict stays visible, and the loop goes on with it.
                 log.error("task %s: conflicting revisions %s not resolved, CouchDB refused the "
-                          "resolution: %s", doc_id, ", ".join(revs), refused[0].get("reason") or refused[0])
+                          "resolution: %s", doc_id, ", ".join(revs), refused[0].get("reason") or refused[0],
+                          extra=about_doc(doc, in_text=True))
                 current = couch.get_conflicted(doc_id)
                 return without_conflicts(current) if current is not None else tombstone(doc)
             if any(r.get("error") for r in results):
                 last = f"writing the resolution of {revs} got {results}"
-                log.debug("task %s: %s", doc_id, last)
+                log.debug("task %s: %s", doc_id, last, extra=about_doc(doc, in_text=True))
             else:
                 log.info("task %s: resolved conflicting revisions %s: %s is its owner, %d leaves deleted",
                          doc_id, ", ".join(revs), claims.owner_of(resolution.merged),
-                         len(resolution.losers), extra={"task_id": doc_id})
+                         len(resolution.losers), extra=about_doc(doc))
         current = couch.get_conflicted(doc_id)
         if current is None and resolution is not None:
             current = put_back(couch, doc_id, resolution.merged)

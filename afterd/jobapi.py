@@ -16,8 +16,12 @@ from datetime import datetime, timezone
 JOURNAL_PRIORITY = {10: 7, 20: 6, 30: 4, 40: 3, 50: 2}
 
 
-def job_logger(job: str, task_id: str):
-    """A logger whose lines reach the worker's stderr tagged with the task id."""
+def job_logger(job: str, task_id: str, worker: str | None = None, run_id: str | None = None):
+    """A logger whose lines reach the worker's stderr tagged with the task id.
+
+    Under systemd they go to journald with the fields TASK_ID, JOB, WORKER and RUN_ID
+    (afterd/journald.py), so `journalctl TASK_ID=<id>` shows the job's own lines too.
+    """
     import logging
 
     class JobFormatter(logging.Formatter):
@@ -37,6 +41,12 @@ def job_logger(job: str, task_id: str):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JobFormatter(f"job {job} task {task_id}",
                                        bool(os.environ.get("JOURNAL_STREAM"))))
+    from afterd import journald, logs
+
+    if logs.stream_is_journal(sys.stderr) and journald.available():
+        handler = journald.JournalHandler(handler, {"TASK_ID": task_id, "JOB": job, "WORKER": worker,
+                                                    "RUN_ID": run_id})
+        handler.setFormatter(JobFormatter(f"job {job} task {task_id}", False))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -64,13 +74,14 @@ class JobTask:
     style; the first outcome reported wins.
     """
 
-    def __init__(self, fields: dict, job: str):
+    def __init__(self, fields: dict, job: str, run_id: str | None = None):
         self.id = fields.get("id")
         self.worker = fields.get("worker")
         self._date = fields.get("date")
         self.arguments = fields.get("arguments")
         self.doc = fields.get("doc")   # already a copy: it came over a pipe as JSON
         self.job = job
+        self.run_id = run_id
         self._logger = None
         self.outcome: dict | None = None
 
@@ -83,7 +94,7 @@ class JobTask:
     @property
     def logger(self):
         if self._logger is None:
-            self._logger = job_logger(self.job, self.id)
+            self._logger = job_logger(self.job, self.id, self.worker, self.run_id)
         return self._logger
 
     def done(self, result=None):

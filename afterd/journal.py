@@ -91,13 +91,22 @@ class Journal:
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._buffer: list[bytes] = []
         self._open_runs: set[str] = set()
+        self._unwritten: set[str] = set()   # runs with an outcome CouchDB does not have yet
+
+    @property
+    def pending_writes(self) -> int:
+        """Outcomes journaled and not yet written to CouchDB (a metric)."""
+        return len(self._unwritten)
 
     def add(self, kind: str, run_id: str, **fields):
         self._buffer.append(encode(record(kind, run_id, **fields)))
         if kind == INTENT:
             self._open_runs.add(run_id)
+        elif kind == OUTCOME:
+            self._unwritten.add(run_id)
         elif kind == WRITTEN:
             self._open_runs.discard(run_id)
+            self._unwritten.discard(run_id)
 
     def commit(self):
         """Write what was added since the last commit, durably, in one go."""
@@ -115,6 +124,7 @@ class Journal:
     def forget(self, run_id: str):
         """A run that never needs a record again (e.g. canceled before its intent mattered)."""
         self._open_runs.discard(run_id)
+        self._unwritten.discard(run_id)
 
     def _maybe_compact(self):
         # Every run is closed: the file holds nothing a successor would need.

@@ -45,7 +45,7 @@ def confirmed_expired(couch, beat_id: str, now, skew_margin_s: float):
 
 class Heartbeat(threading.Thread):
     def __init__(self, couch, me: Identity, *, lease_s: float, skew_margin_s: float, state_dir,
-                 on_lease, on_peer):
+                 on_lease, on_peer, counters=None):
         super().__init__(name="after-heartbeat", daemon=True)
         self.couch = couch
         self.me = me
@@ -54,6 +54,7 @@ class Heartbeat(threading.Thread):
         self.state_dir = state_dir
         self.on_lease = on_lease      # (until_monotonic_s or None, detail) -> None
         self.on_peer = on_peer        # (heartbeat doc or None, process id, tasks, journal runs or None) -> None
+        self.counters = counters      # () -> dict of this process's counters (metrics.py), or None
         self._rev = None
         self._wake = threading.Event()
         self._stopping = False
@@ -91,7 +92,9 @@ class Heartbeat(threading.Thread):
     def renew(self, stopped=False) -> float | None:
         """Write the heartbeat; the monotonic time until which our lease holds, or None."""
         sent_s = clock.monotonic_s()
-        body = {"_id": self.me.heartbeat_id, **heartbeat_doc(self.me, clock.now(), self.lease_s, stopped)}
+        counters = self.counters() if self.counters else None
+        body = {"_id": self.me.heartbeat_id,
+                **heartbeat_doc(self.me, clock.now(), self.lease_s, stopped, counters)}
         for _ in range(3):
             if self._rev:
                 body["_rev"] = self._rev

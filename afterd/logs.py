@@ -5,8 +5,10 @@ stamps each line itself and reads an sd-daemon "<N>" prefix as its priority, so
 `journalctl -p warning` works: we write "<4>message" and no timestamp. Anywhere else
 the lines carry a timestamp and the level name.
 
-A line about one task says so: `log.info("ran", extra={"task_id": tid})`, or
-`for_task(log, tid).info("ran")`, both give "[task <tid>] ran".
+A line about one task says so: `log.info("ran", extra=about(tid, job, run_id))`, or
+`for_task(log, tid).info("ran")`, both give "[task <tid>] ran". Under systemd, when
+the journal's socket is there, records go to journald with those as fields
+(TASK_ID=, JOB=, RUN_ID=, WORKER=: afterd/journald.py); the text is the same.
 """
 
 import logging
@@ -44,18 +46,19 @@ def stream_is_journal(stream, env=os.environ) -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
-class _TaskPrefix(logging.Formatter):
-    """Adds "[task <id>] " when the record carries a task_id."""
+class TaskPrefixFormatter(logging.Formatter):
+    """Adds "[task <id>] " when the record carries a task_id (and its text does not name it already)."""
 
     def formatMessage(self, record):
+        # format() sets record.message afresh from the arguments on every call, so
+        # several handlers formatting one record never prefix it twice.
         task_id = getattr(record, "task_id", None)
-        if task_id is not None and not getattr(record, "_after_tagged", False):
+        if task_id is not None and not getattr(record, "_after_in_text", False):
             record.message = f"[task {task_id}] {record.message}"
-            record._after_tagged = True   # several handlers may format the same record
         return super().formatMessage(record)
 
 
-class JournalFormatter(_TaskPrefix):
+class JournalFormatter(TaskPrefixFormatter):
     """"<N>message", every line of it (a traceback too), so no line loses its priority."""
 
     def __init__(self):
@@ -67,7 +70,7 @@ class JournalFormatter(_TaskPrefix):
         return "\n".join(prefix + line for line in text.split("\n"))
 
 
-class PlainFormatter(_TaskPrefix):
+class PlainFormatter(TaskPrefixFormatter):
     def __init__(self):
         super().__init__(PLAIN_FORMAT)
 
@@ -81,12 +84,24 @@ def parse_level(level) -> int:
         raise ValueError(f"log level: {level!r} is not one of {', '.join(LEVELS)}") from None
 
 
-def setup_logging(level="info", stream=None) -> logging.Handler:
-    """Send the root logger to stderr (or `stream`), journald-aware; calling it again replaces it."""
+def setup_logging(level="info", stream=None, fields: dict | None = None, env=os.environ,
+                  journal_socket: str | None = None) -> logging.Handler:
+    """Send the root logger to stderr (or `stream`), journald-aware; calling it again replaces it.
+
+    When `stream` is the journal's stream and its native socket exists, records go
+    to journald with fields (`fields`, e.g. {"WORKER": name}, on every record);
+    the stream handler stays as the fallback for a record that cannot be sent.
+    """
     levelno = parse_level(level)   # bad input changes nothing
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JournalFormatter() if stream_is_journal(stream) else PlainFormatter())
+    journal = stream_is_journal(stream, env)
+    handler.setFormatter(JournalFormatter() if journal else PlainFormatter())
+    if journal:
+        from afterd import journald
+
+        if journald.available(journal_socket):
+            handler = journald.JournalHandler(handler, fields, journal_socket)
     handler._after_handler = True
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_after_handler", False)]:
@@ -96,6 +111,29 @@ def setup_logging(level="info", stream=None) -> logging.Handler:
     return handler
 
 
-def for_task(logger: logging.Logger, task_id: str) -> logging.LoggerAdapter:
+def about(task_id, job=None, run_id=None, in_text=False) -> dict:
+    """`extra=` for a line about a task (and its job, and a run of it): journal fields under systemd.
+
+    in_text: the message names the task already ("task %s: ..."), so the text gets no
+    "[task <id>]" prefix and reads as it always did; only the journal fields are added.
+    """
+    extra = {"task_id": task_id}
+    if job is not None:
+        extra["job"] = job
+    if run_id is not None:
+        extra["run_id"] = run_id
+    if in_text:
+        extra["_after_in_text"] = True   # TaskPrefixFormatter adds no prefix
+    return extra
+
+
+def about_doc(doc: dict, run_id=None, in_text=False) -> dict:
+    """about() for a task document: its id and its job's name, when it has one."""
+    job = doc.get("job")
+    name = job.get("name") if isinstance(job, dict) else None
+    return about(doc.get("_id"), name if isinstance(name, str) else None, run_id, in_text)
+
+
+def for_task(logger: logging.Logger, task_id: str, job=None, run_id=None) -> logging.LoggerAdapter:
     """A logger whose every line is about `task_id`."""
-    return logging.LoggerAdapter(logger, {"task_id": task_id})
+    return logging.LoggerAdapter(logger, about(task_id, job, run_id))

@@ -32,7 +32,8 @@ from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
 from afterd.exits import EXIT_NOPERM, EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE
 from afterd.feed import CLAIM_RACE_GRACE_S, Feed, has_conflicts, resolve_conflict, without_conflicts
 from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
-from afterd.logs import setup_logging
+from afterd.logs import about, about_doc, setup_logging
+from afterd.metrics import Metrics, outcome_kind
 from afterd.notify import Notifier, status_line
 from afterd.repeat import plan
 from afterd.runner import FORK_AHEAD_S, Runner, RunSpec
@@ -140,6 +141,9 @@ class Worker:
         self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
         self._withdrawn: dict[str, str] = {}     # task -> our leaf withdrawn after a 202: never act on it
         self._unstarted: dict[str, None] = {}    # runs whose `running` we wrote, then did not start
+        # metrics: host and slot are known once start() has locked a slot
+        self.metrics = Metrics(settings.metrics_dir, worker=name, host=settings.host, slot=0,
+                               started_s=clock.epoch_s(), now_m=clock.monotonic_s())
 
     # -- events from threads -------------------------------------------------------
 
@@ -172,6 +176,7 @@ class Worker:
         s = self.settings
         slot, self.journal, self._predecessor = journal.open_slot(self.state_dir)
         self.me = Identity(self.name, s.host or socket.gethostname(), slot, os.getpid())
+        self.metrics.host, self.metrics.slot = self.me.host, slot   # metrics
         log.info("worker %s starting as %s (CouchDB %s, database %s, jobs %s)",
                  self.name, self.me.process, self.couch.safe_url, s.database, s.jobs_dir)
         self.runner = Runner(s.jobs_dir, on_outcome=lambda o: self._post("outcome", o),
@@ -183,7 +188,8 @@ class Worker:
         self.heartbeat = Heartbeat(Couch(s.couchdb_url, s.database), self.me, lease_s=s.lease_s,
                                    skew_margin_s=s.skew_margin_s, state_dir=self.state_dir,
                                    on_lease=lambda until, why: self._post("lease", until, why),
-                                   on_peer=lambda *a: self._post("peer", *a))
+                                   on_peer=lambda *a: self._post("peer", *a),
+                                   counters=self.metrics.heartbeat_fields)   # metrics
         self.lease_until_s = self.heartbeat.renew()
         self.writer = Writer(Couch(s.couchdb_url, s.database),
                              on_result=lambda kind, w, info: self._post("write", kind, w, info),
@@ -256,7 +262,8 @@ class Worker:
             return resolve_conflict(self.couch, doc, me=self.me.process,
                                     defer_race=lambda _id: self.claim_race_grace_s > 0)
         except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
-            log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e)
+            log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e,
+                        extra=about_doc(doc, in_text=True))
             return without_conflicts(doc)
 
     def _feed_batch(self, docs):
@@ -300,6 +307,7 @@ class Worker:
             self._flush_after_commit()
             self._release_held(clock.monotonic_s())
             self._update_status()
+            self._write_metrics()   # metrics
             self._wait(watchdog_s, next_watchdog)
 
     def _wait(self, watchdog_s, next_watchdog):
@@ -351,7 +359,8 @@ class Worker:
         doc_id = write.doc["_id"]
         tag = write.tag
         entry = self.entries.get(doc_id)
-        log.debug("write %s (%s): %s %s", doc_id, tag, kind, info if kind == WRITTEN else "")
+        log.debug("write %s (%s): %s %s", doc_id, tag, kind, info if kind == WRITTEN else "",
+                  extra=about_doc(write.doc, in_text=True))
         if tag.startswith("outcome:") and kind != CONFLICT:
             self.journal.add("written", tag.split(":", 1)[1])
         if entry is None:
@@ -386,7 +395,8 @@ class Worker:
                 entry.phase, entry.run_id, entry.confirm_first = "new", None, False
             self._decide(info)
         else:  # REFUSED: CouchDB's validation said no to a worker write: a bug, say so loudly
-            log.error("CouchDB refused our update of task %s (%s): %s", doc_id, tag, info)
+            log.error("CouchDB refused our update of task %s (%s): %s", doc_id, tag, info,
+                      extra=about_doc(write.doc, in_text=True))
             self._forget(doc_id, "refused")
 
     def _not_won(self, entry, write, rev, current, withdrawn):
@@ -396,7 +406,7 @@ class Worker:
         what it read, and confirm before any run."""
         doc_id, tag = entry.id, write.tag
         log.info("task %s: our %s was not confirmed by a write quorum: not starting", doc_id, tag,
-                 extra={"task_id": doc_id})
+                 extra=about_doc(entry.doc, in_text=True))
         self._set_problem("quorum", "CouchDB takes writes on fewer copies than its write quorum: "
                                     "runs wait until a claim is confirmed")
         entry.latest = None   # a feed copy of our own leaf proves nothing
@@ -460,7 +470,10 @@ class Worker:
         entry = self.entries.get(task_id) if task_id else None
         if entry is None or entry.run_id != outcome.run_id:
             log.warning("outcome of run %s for a task we no longer hold: %s", outcome.run_id,
-                        "ok" if outcome.ok else (outcome.error or {}).get("message"))
+                        "ok" if outcome.ok else (outcome.error or {}).get("message"),
+                        extra=about(outcome.task_id, run_id=outcome.run_id, in_text=True))
+            if (outcome.error or {}).get("type") != "NotStarted":
+                self._count_run(outcome)   # metrics: it ran all the same
             self.journal.add("written", outcome.run_id)
             return
         if not outcome.ok and (outcome.error or {}).get("type") == "NotStarted":
@@ -471,10 +484,13 @@ class Worker:
                 back = {k: v for k, v in entry.doc.items() if k != "running"}
                 self._write(entry, {**back, "status": "scheduled"}, "unstart")
             return
-        logger = log.info if outcome.ok else log.warning
-        logger("job %s %s", entry.doc.get("job", {}).get("name"),
+        # A failed run is an error for the operator: `journalctl -u after@NAME JOB=<job> -p err`.
+        logger = log.info if outcome.ok else log.error
+        doc = entry.doc   # decoded once (Entry keeps it deflated)
+        logger("job %s %s", doc.get("job", {}).get("name"),
                "done" if outcome.ok else f"failed: {(outcome.error or {}).get('message')}",
-               extra={"task_id": task_id})
+               extra=about_doc(doc, outcome.run_id))
+        self._count_run(outcome, doc, entry.cancel)   # metrics
         entry.phase = "finishing"
         entry.outcome = self._outcome_fields(entry, outcome)
         self.journal.add("outcome", outcome.run_id, task=task_id, update=entry.outcome)
@@ -486,6 +502,7 @@ class Worker:
             self._set_problem("lease", f"heartbeat failed: {why}")
             return
         self._set_problem("lease", None)
+        self.metrics.couchdb_answered(clock.monotonic_s())   # metrics
         # Lapsed: a start found it gone, or it ran out before this renewal came back
         # (even if no task came due meanwhile to notice).
         lapsed = self._lease_lapsed or (self.lease_until_s is not None
@@ -524,6 +541,7 @@ class Worker:
     def _set_problem(self, source, why):
         """What is wrong now, for STATUS; logged when it starts and when it ends."""
         had = self._problems.get(source)
+        self.metrics.problem(source, bool(why), clock.monotonic_s())   # metrics
         if why:
             if had is None:
                 log.warning("%s", why)
@@ -621,7 +639,7 @@ class Worker:
 
     def _refuse(self, doc, error):
         """A document no worker can use (it got past validation): end it as error, saying why."""
-        log.warning("task %s is unusable: %s", doc.get("_id"), error, extra={"task_id": doc.get("_id")})
+        log.warning("task %s is unusable: %s", doc.get("_id"), error, extra=about_doc(doc))
         entry = self.entries.get(doc["_id"]) or self.entries.setdefault(doc["_id"], Entry(doc=doc))
         entry.doc = doc
         self._write(entry, {**doc, "status": "error", "owner": self.me.owner_field(),
@@ -680,9 +698,10 @@ class Worker:
         attempts = int(doc.get("attempts", 0) or 0)
         retry = doc.get("retry", 0) if isinstance(doc.get("retry"), int) else 0
         now = clock.now()
+        self.metrics.run_ended("interrupted", job=about_doc(doc).get("job"))   # metrics
         if attempts < retry:
             log.warning("task %s: run %s interrupted (%s); retrying (%d of %d)", doc["_id"], run, how,
-                        attempts + 1, retry, extra={"task_id": doc["_id"]})
+                        attempts + 1, retry, extra=about_doc(doc, run))
             update = {**doc, "status": "scheduled", "attempts": attempts + 1,
                       "owner": self.me.owner_field()}
             update.pop("running", None)
@@ -690,7 +709,7 @@ class Worker:
             self._write(entry, update, "claim")
             return
         log.warning("task %s: run %s interrupted (%s); not run again", doc["_id"], run, how,
-                    extra={"task_id": doc["_id"]})
+                    extra=about_doc(doc, run))
         error = {"type": "Interrupted", "run": run, "traceback": None,
                  "message": f"interrupted: {how}; its outcome is unknown, so it is not run again "
                             f"(set \"retry\" to allow that)"}
@@ -727,7 +746,7 @@ class Worker:
                 continue
             entry.doc = doc
             log.info("task %s: owner %s is gone; %s", doc["_id"], process, decision,
-                     extra={"task_id": doc["_id"]})
+                     extra=about_doc(doc))
             if decision == claims.CLAIM:
                 entry.confirm_first = True
                 self._claim(entry, reset_anchor=status == "reschedule")
@@ -847,7 +866,8 @@ class Worker:
                 anchor = parse_date(doc.get("anchor") or doc["date"])
                 next_k, next_date = plan(anchor, task.repeat, int(doc.get("occurrence", 0) or 0), now)
             except (TaskError, ValueError, OverflowError) as e:
-                log.warning("task %s: cannot plan its next run: %s", doc["_id"], e)
+                log.warning("task %s: cannot plan its next run: %s", doc["_id"], e,
+                            extra=about_doc(doc, entry.run_id, in_text=True))
         if next_date is not None:
             update.update({"status": "scheduled", "date": format_date(next_date), "occurrence": next_k,
                            "last_run": run_record})
@@ -870,7 +890,8 @@ class Worker:
         doc.update(update)
         if claims.owner_of(base) not in (None, self.me.process, entry.taking_from):
             log.warning("task %s was taken over by %s while its run finished; outcome not written: %s",
-                        base["_id"], claims.owner_of(base), update.get("error") or update.get("result"))
+                        base["_id"], claims.owner_of(base), update.get("error") or update.get("result"),
+                        extra=about_doc(base, entry.run_id, in_text=True))
             self._forget(base["_id"], "taken over")
             return
         if base.get("status") == "cancel":
@@ -881,7 +902,8 @@ class Worker:
         self._write(entry, doc, f"outcome:{run}")
 
     def _write(self, entry, doc, tag):
-        log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"))
+        log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"),
+                  extra=about_doc(doc, entry.run_id, in_text=True))
         entry.writing = True
         decides = CLAIM if tag == "claim" else CONFIRM if tag == "running" and entry.confirm_first else None
         self.writer.submit(Write(doc=doc, tag=tag, decides=decides))
@@ -896,7 +918,8 @@ class Worker:
                 self._forgotten.pop(next(iter(self._forgotten)))
         self.timers.disarm(doc_id)
         if entry is not None and cancel_run and entry.run_id and entry.phase in ("starting", "running"):
-            log.info("task %s %s: stopping its run", doc_id, why)
+            log.info("task %s %s: stopping its run", doc_id, why,
+                     extra=about_doc(entry.doc, entry.run_id, in_text=True))
             self.runner.cancel(entry.run_id)
 
     # -- reload, status, shutdown ----------------------------------------------------
@@ -905,6 +928,28 @@ class Worker:
         self.notifier.reloading()
         self.runner.reload()   # logs and counts the reload itself
         self.notifier.ready()
+
+    # -- metrics (afterd/metrics.py) -------------------------------------------------------
+
+    def _count_run(self, outcome, doc=None, canceled=False):
+        """A run ended: count it by outcome, its duration and how late it started."""
+        error_type = (outcome.error or {}).get("type")
+        started = outcome.started_at_s is not None
+        self.metrics.run_ended(outcome_kind(outcome.ok, error_type, canceled),
+                               duration_s=outcome.finished_at_s - outcome.started_at_s if started else None,
+                               lateness_s=outcome.queued_ms / 1000 if started else None,
+                               job=about_doc(doc).get("job") if doc else None, error_type=error_type)
+
+    def _write_metrics(self, force=False):
+        """Every metrics.WRITE_EVERY_S (and at stop): the gauges of this instant, then the file."""
+        now_m = clock.monotonic_s()
+        if not force and not self.metrics.due(now_m):
+            return
+        self.metrics.set_state(now_s=clock.epoch_s(), now_m=now_m, scheduled=len(self.timers),
+                               running=self.runner.running(), held=len(self.entries),
+                               next_due_s=self.timers.next_deadline(), lease_until_m=self.lease_until_s,
+                               journal_pending=self.journal.pending_writes)
+        self.metrics.write(now_m)
 
     def _update_status(self):
         nxt = self.timers.next_deadline()
@@ -935,6 +980,8 @@ class Worker:
         else:
             log.warning("CouchDB did not take every outcome before shutdown; the journal keeps them")
         self.writer.stop()
+        self.metrics.up = 0   # metrics: the last file says the worker stopped cleanly
+        self._write_metrics(force=True)
         self.journal.close()
         log.info("worker %s stopped", self.name)
         return EXIT_SOFTWARE if getattr(self, "_fatal", False) else EXIT_OK
@@ -1003,7 +1050,7 @@ def _test_hang_at():
 
 def run_worker(name: str, settings) -> int:
     """`after start NAME` in the foreground: the exit code."""
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, fields={"WORKER": name})   # journal field on every line
     worker = Worker(name, settings)
     try:
         worker.connect()

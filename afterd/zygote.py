@@ -425,7 +425,7 @@ class Zygote:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         sys.dont_write_bytecode = True   # never leave __pycache__ in the jobs folder
         # Everything that is not the job's own code happens before the date.
-        task = JobTask(run.task, run.job)
+        task = JobTask(run.task, run.job, run.run_id)
         module = prepare_module(f"after_job_{run.job}", path)
         if os.read(go_r, 1) != b"g":
             os._exit(EXIT_NOT_STARTED)

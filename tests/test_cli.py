@@ -463,7 +463,7 @@ def worker_env(db_env, tmp_path):
     (jobs_dir / "shell.py").write_bytes(shipped.read_bytes())
     (jobs_dir / "shell.py").chmod(0o644)
     return {**db_env, "AFTER_JOBS_DIR": str(jobs_dir), "AFTER_STATE_DIR": str(tmp_path / "state"),
-            "AFTER_STOP_GRACE_S": "10", "AFTER_KILL_GRACE_S": "5"}
+            "AFTER_STOP_GRACE_S": "10", "AFTER_KILL_GRACE_S": "5", "AFTER_METRICS_DIR": "none"}
 
 
 def test_background_worker_start_list_log_clean_stop(worker_env, couch, tmp_path):
@@ -495,6 +495,12 @@ def test_background_worker_start_list_log_clean_stop(worker_env, couch, tmp_path
         log = wait_for(lambda: after("log", "bg1", "-n", "50", env=worker_env).stdout,
                        timeout_s=30, message="log lines")
         assert "bg1" in log
+        # --task: only that task's lines (the worker's own lines, like "ready", are left out).
+        about = wait_for(lambda: after("log", "bg1", "--task", task_id, env=worker_env).stdout,
+                         timeout_s=30, message="the task's log lines")
+        assert f"[task {task_id}] job shell done" in about
+        assert all(task_id in line for line in about.splitlines()), about
+        assert "ready" in log and "ready" not in about
 
         cleaned = after("clean", "bg1", env=worker_env)
         assert cleaned.returncode == 0 and "emptied" in cleaned.stdout
@@ -572,3 +578,25 @@ def test_man_page_documents_every_command_and_option():
                 if flag.startswith("--") and flag not in ("--help",) and flag not in text:
                     missing.append(f"{name} {flag}")
     assert missing == []
+
+
+def test_task_lines_of_a_text_log_follow_the_task_through_tracebacks_and_chunks():
+    from afterd.daemon import TaskLines
+
+    log = ("2026-12-01 03:00:00,001 INFO after.worker: worker w ready: 2 tasks armed\n"
+           "2026-12-01 03:00:01,002 WARNING after.worker: [task t1] job bill failed: boom\n"
+           "Traceback (most recent call last):\n"
+           "RuntimeError: boom\n"
+           "2026-12-01 03:00:01,003 INFO after.worker: [task t10] job bill done\n"
+           "job bill task t1: INFO billed 3\n"
+           "2026-12-01 03:00:02,004 WARNING after.worker: task t1: run t1@2026-12-01T03:00:00Z#0 interrupted\n"
+           "2026-12-01 03:00:02,005 WARNING after.worker: outcome of run t1@2026-12-01T03:00:00Z#0 for a task\n"
+           "2026-12-01 03:00:03,006 INFO after.worker: task t1x is unusable\n")
+    expected = [line + "\n" for line in log.splitlines() if "t1 " in line or "t1]" in line or "t1:" in line
+                or "t1@" in line or line.startswith(("Traceback", "RuntimeError"))]
+    assert TaskLines("t1").feed(log) == expected
+    # the same, fed in pieces cut anywhere (as `-f` reads them)
+    lines, f = [], TaskLines("t1")
+    for i in range(0, len(log), 7):
+        lines += f.feed(log[i:i + 7])
+    assert lines == expected

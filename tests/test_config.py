@@ -143,3 +143,17 @@ def test_state_dir_default_depends_on_the_user(tmp_path):
 def test_settings_are_frozen():
     with pytest.raises(Exception):
         Settings().database = "other"
+
+
+def test_metrics_dir_defaults_to_debians_node_exporter_folder_and_none_turns_it_off(tmp_path):
+    conf = tmp_path / "after.conf"
+    conf.write_text('metrics_dir = "/srv/textfiles"\n')
+    env = {"AFTER_CONFIG": str(conf)}
+    assert load_settings(env={"AFTER_CONFIG": os.devnull}).metrics_dir == Path("/var/lib/prometheus/node-exporter")
+    assert load_settings(env=env).metrics_dir == Path("/srv/textfiles")
+    assert load_settings(env={**env, "AFTER_METRICS_DIR": "none"}).metrics_dir is None
+    assert load_settings(env={**env, "AFTER_METRICS_DIR": ""}).metrics_dir is None
+    assert load_settings({"metrics_dir": str(tmp_path)}, env=env).metrics_dir == tmp_path
+    conf.write_text("metrics_dir = 3\n")
+    with pytest.raises(ConfigError, match="metrics_dir must be a folder path"):
+        load_settings(env=env)

@@ -117,7 +117,7 @@ def test_control_fields_name_debian_packages_and_the_conffile(build):
     assert deb_field(deb, "Architecture") == "all"
     depends = {d.strip().split()[0] for d in deb_field(deb, "Depends").split(",")}
     assert set(DEBIAN_DEPENDS) <= depends
-    assert deb_field(deb, "Recommends") == "couchdb"
+    assert deb_field(deb, "Recommends") == "couchdb, prometheus-node-exporter"
     conffiles = subprocess.run(["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True,
                                text=True, check=True).stdout.split()
     assert conffiles == ["/etc/after/after.conf"]
@@ -151,8 +151,10 @@ def box(build):
         # So that apt has a dependency to fetch from Debian, not only ones already there.
         container.run(["apt-get", "purge", "-y", "-q", "python3-sdnotify"], timeout_s=APT_TIMEOUT_S)
         container.push(build["deb"], DEB_IN_BOX)
+        # --no-install-recommends: prometheus-node-exporter (recommended) would listen on the
+        # host's port 9100 (the container shares its network); a stand-in tests the folder.
         container.install_output = container.run(
-            ["apt-get", "install", "-y", "-q", DEB_IN_BOX], timeout_s=APT_TIMEOUT_S,
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", DEB_IN_BOX], timeout_s=APT_TIMEOUT_S,
             env={"DEBIAN_FRONTEND": "noninteractive"}).stdout
         yield container
     finally:
@@ -249,6 +251,32 @@ def run(task):
 """
 
 
+NODE_EXPORTER_DIR = "/var/lib/prometheus/node-exporter"
+# Stands in for prometheus-node-exporter (whose service would listen on the host's port 9100:
+# the container shares its network): a package that ships the textfile folder, root:root 0755.
+FAKE_NODE_EXPORTER = """\
+set -e
+d=$(mktemp -d)
+mkdir -p "$d/DEBIAN" "$d/var/lib/prometheus/node-exporter"
+printf 'Package: fake-node-exporter\\nVersion: 1\\nArchitecture: all\\nMaintainer: t <t@t.invalid>\\nDescription: t\\n' > "$d/DEBIAN/control"
+dpkg-deb -b --root-owner-group "$d" /root/fake-node-exporter.deb >/dev/null
+dpkg -i /root/fake-node-exporter.deb >/dev/null
+"""
+
+
+@pytest.mark.systemd
+def test_metrics_folder_nothing_made_without_the_node_exporter_writable_with_it(box):
+    # Given the package installed where no node exporter is: nothing of it was made
+    assert sh(box, "test -e /var/lib/prometheus && echo present") == ""
+    # When the node exporter's package brings its textfile folder (root:root 0755)
+    box.run(FAKE_NODE_EXPORTER)
+    # Then our dpkg trigger gave the "after" user write access to it, and nobody else
+    assert sh(box, f"stat -c '%U %G' {NODE_EXPORTER_DIR}") == "root root"
+    box.run(["runuser", "-u", "after", "--", "touch", f"{NODE_EXPORTER_DIR}/probe.prom"])
+    assert sh(box, f"runuser -u nobody -- touch {NODE_EXPORTER_DIR}/x 2>&1 || echo refused").endswith("refused")
+    box.run(["rm", f"{NODE_EXPORTER_DIR}/probe.prom"])
+
+
 @pytest.mark.systemd
 @pytest.mark.xfail(not worker_exists(), reason="afterd/worker.py (run_worker) is not written yet",
                    strict=False)
@@ -276,7 +304,16 @@ def test_enabled_worker_runs_a_task_as_the_after_user(box, couch_url, db_name):
     assert doc["result"] == {"arguments": ["1234"]}
     assert sh(box, "systemctl is-enabled after@manobi") == "enabled"
     assert sh(box, "systemctl show -p User --value after@manobi") == "after"
+    # and, the node exporter's folder being there (the test above), its metrics are in it,
+    # through the sandbox (ReadWritePaths=) and the ACL of the package's tmpfiles entry.
+    metrics = f"{NODE_EXPORTER_DIR}/after_manobi_0.prom"
+    done_runs = f"grep '^after_runs_total{{' {metrics} | grep 'outcome=\"done\"'"
+    wait_for(lambda: sh(box, done_runs).endswith(" 1"),
+             30, f"the metrics file; journal: {box.journal('after@manobi')[-2000:]}")
+    assert sh(box, f"stat -c '%U %a' {metrics}") == "after 644"
     box.run(["systemctl", "disable", "--now", "after@manobi"], timeout_s=120)
+    assert 'after_up{worker="manobi"' in sh(box, f"grep ^after_up {metrics}")
+    assert sh(box, f"grep ^after_up {metrics}").endswith(" 0")
 
 
 @pytest.mark.systemd

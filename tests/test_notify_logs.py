@@ -135,16 +135,17 @@ def emit_samples(f):
     return f.seek(0) or f.read()
 
 
-def test_journal_lines_carry_priority_prefix_and_no_timestamp(log_file, monkeypatch):
+def test_journal_lines_carry_priority_prefix_and_no_timestamp(log_file, monkeypatch, tmp_path):
     monkeypatch.setenv("JOURNAL_STREAM", journal_stream_of(log_file))
-    logs.setup_logging("debug", stream=log_file)
+    # No journal socket: the stream lines (on a host with journald, its socket would take them).
+    logs.setup_logging("debug", stream=log_file, journal_socket=str(tmp_path / "no-journal"))
     assert emit_samples(log_file).splitlines() == [
         "<7>debug line", "<6>[task t1] info line", "<4>[task t2] warning line", "<3>error line"]
 
 
-def test_every_line_of_a_traceback_keeps_the_priority(log_file, monkeypatch):
+def test_every_line_of_a_traceback_keeps_the_priority(log_file, monkeypatch, tmp_path):
     monkeypatch.setenv("JOURNAL_STREAM", journal_stream_of(log_file))
-    logs.setup_logging("info", stream=log_file)
+    logs.setup_logging("info", stream=log_file, journal_socket=str(tmp_path / "no-journal"))
     try:
         raise RuntimeError("boom")
     except RuntimeError:

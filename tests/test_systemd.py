@@ -9,6 +9,7 @@ bind-mounted read-only at /src, /usr/bin/after runs `python3 -m afterd.cli` from
 against the session's pouchdb-server on the host's loopback (the network is shared).
 """
 
+import json
 import re
 import shlex
 import time
@@ -41,6 +42,7 @@ JOBS = {
     "slow": ("import time\n\ndef run(task):\n    time.sleep(float(task.arguments[0]))\n"
              "    return 'slept'\n"),
     "changing": "def run(task):\n    return 'v1'\n",
+    "chatty": "def run(task):\n    task.logger.info('chatty says %s', task.arguments[0])\n    return 'said'\n",
 }
 
 
@@ -243,6 +245,56 @@ def test_start_returns_when_ready_and_a_task_runs(systemd_container, worker, cou
     # the failure is logged at warning or worse: `journalctl -p warning` finds it
     wait_journal(box, unit, failing_id, "-p", "warning")
     assert task_id not in box.journal(unit, "-p", "warning")
+
+
+def journal_entries(box, *args) -> list[dict]:
+    out = box.run(["journalctl", "--no-pager", "-o", "json", *args], check=False).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_journalctl_task_id_returns_that_tasks_lines_and_nothing_else(systemd_container, worker,
+                                                                      couch_url, db_name):
+    box = systemd_container
+    name, unit = worker("manobi")
+    ids = {"hello": post_task(couch_url, db_name, name, "hello", ["1"]),
+           "failing": post_task(couch_url, db_name, name, "failing"),
+           "chatty": post_task(couch_url, db_name, name, "chatty", ["hi"])}
+    for job, task_id in ids.items():
+        doc = wait_status(couch_url, db_name, task_id, {"done", "error"})
+        assert doc["status"] == ("error" if job == "failing" else "done"), doc
+    for job, task_id in ids.items():
+        # The worker's line on the run's end carries the fields; wait for it, then read them all.
+        wait_for(lambda: any(e.get("JOB") == job and "RUN_ID" in e
+                             for e in journal_entries(box, "-u", unit, f"TASK_ID={task_id}")),
+                 30, f"the journal entry of the end of {job}'s run", interval_s=0.3)
+        entries = journal_entries(box, "-u", unit, f"TASK_ID={task_id}")
+        others = [i for i in ids.values() if i != task_id]
+        for e in entries:
+            assert e["TASK_ID"] == task_id and e["JOB"] == job and e["WORKER"] == name, e
+            assert task_id in e["MESSAGE"] and not any(o in e["MESSAGE"] for o in others), e
+            assert e["_SYSTEMD_UNIT"] == unit
+        [end] = [e for e in entries if "RUN_ID" in e and e["LOGGER"] == "after.worker"]
+        assert end["RUN_ID"].startswith(task_id + "@")
+        # `journalctl -o cat` reads as the stream lines always did.
+        text = box.journal(unit, f"TASK_ID={task_id}")
+        assert f"[task {task_id}] job {job} " in text, text
+    # The job's own logger lines carry the fields too (found by TASK_ID alone: journald
+    # ties a datagram to the unit only if the child still lives when it reads it).
+    chatty = wait_for(lambda: [e for e in journal_entries(box, f"TASK_ID={ids['chatty']}")
+                               if "chatty says hi" in e["MESSAGE"]], 30, "the job's own line")
+    assert chatty[0]["JOB"] == "chatty" and chatty[0]["RUN_ID"].startswith(ids["chatty"] + "@")
+    # One job's failures: JOB= and -p err (earlier tests' runs of after@manobi included).
+    failures = journal_entries(box, "-u", unit, "JOB=failing", "-p", "err")
+    assert ids["failing"] in {e["TASK_ID"] for e in failures}
+    assert all(e["JOB"] == "failing" and "failing on purpose" in e["MESSAGE"] for e in failures), failures
+    assert not journal_entries(box, "-u", unit, "JOB=hello", "-p", "err")
+    # `after log NAME --task ID` is that same query.
+    log = after_in(box, "log", name, "--task", ids["hello"])
+    assert log.returncode == 0, log.stderr
+    lines = [line for line in log.stdout.splitlines() if not line.startswith("-- ")]
+    assert lines and all(ids["hello"] in line for line in lines), log.stdout
+    # Lines about no task stay on the stream, under the unit as before.
+    wait_journal(box, unit, f"worker {name} ready")
 
 
 def test_reload_is_logged_and_picks_up_changed_and_new_jobs(systemd_container, worker, couch_url, db_name):

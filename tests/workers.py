@@ -19,7 +19,9 @@ class WorkerProcess:
         self.name = name
         self.env = {**os.environ, "AFTER_COUCHDB_URL": couch_url, "AFTER_DATABASE": database,
                     "AFTER_JOBS_DIR": str(jobs_dir), "AFTER_STATE_DIR": str(state_dir),
-                    "AFTER_CONFIG": os.devnull, "PYTHONUNBUFFERED": "1", **(env or {})}
+                    "AFTER_CONFIG": os.devnull, "PYTHONUNBUFFERED": "1",
+                    # never into a node exporter folder this machine may have
+                    "AFTER_METRICS_DIR": "none", **(env or {})}
         self.env.pop("NOTIFY_SOCKET", None)
         self.log_path = Path(log_path or Path(state_dir) / f"{name}-worker.log")
         self.proc = None
