@@ -95,3 +95,24 @@ def user_help(base_url: str, database: str) -> str:
             f"  curl -X PUT -u ADMIN {base_url}/_users/org.couchdb.user:NAME \\\n"
             "       -H 'Content-Type: application/json' \\\n"
             f"       -d '{{\"name\":\"NAME\",\"password\":\"PASSWORD\",\"type\":\"user\",\"roles\":[\"{READER_ROLE}\"]}}'")
+
+
+def init_console(couch, settings, *, console_csp: bool, out=print) -> None:
+    """What `after init` says and does about the console, after the design is installed."""
+    from afterd.config import mask_url
+
+    base = mask_url(couch.base_url)
+    if console_csp:
+        out(csp_warning(base))
+        old = set_attachments_csp(couch)
+        out(f"  set (it was {old!r})." if old else "  set.")
+    out(f"set roles: '{ACTING_ROLE}' reads and acts, '{READER_ROLE}' reads only "
+        "(validate_doc_update refuses its writes)")
+    out(f"console: {base}{page_path(couch.database)}")
+    if not console_csp:
+        out("  on Apache CouchDB 3 attached pages run no script (its default [csp] attachments sandbox):\n"
+            "  run `after console` there (a loopback proxy, changes nothing on the server), or\n"
+            "  `after init --console-csp` to relax the sandbox server-wide.")
+    out("  log in with a CouchDB user; where the database has members, log in first at "
+        f"{base}/_utils/ (same origin) or use `after console`.")
+    out(user_help(base, couch.database))

@@ -1,0 +1,118 @@
+"""Browser tests: the console in a real headless Chromium (Debian's chromium and
+chromium-driver, installed by `scripts/install-deps test`), driven by selenium, against a
+pouchdb-server with an admin and real users, and a real worker.
+
+Locally they skip when Chromium is missing; with CI set, a missing browser is a failure.
+Each test saves screenshots under build/screenshots/ (not committed; docs/ holds a few).
+"""
+
+import os
+import shutil
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))   # tests/: couchdb_server, helpers, workers
+
+from couchdb_server import PouchServer  # noqa: E402
+from helpers import EXTERNAL_URL, require_tool  # noqa: E402
+
+ROOT = HERE.parent.parent
+SCREENSHOTS = ROOT / "build" / "screenshots"
+ADMIN_PASSWORD = "console-admin-pw"
+USERS = {"operator": ("op-pw", ["after"]), "viewer": ("view-pw", ["after_reader"])}
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A pouchdb-server of this module's own, with an admin and two console users."""
+    if EXTERNAL_URL:
+        pytest.skip("the console tests start their own server, with a known admin and users")
+    srv = PouchServer(tmp_path_factory.mktemp("console-couch"), admins={"admin": ADMIN_PASSWORD}).start()
+    for name, (password, roles) in USERS.items():
+        r = requests.put(f"{srv.url}/_users/org.couchdb.user:{name}", auth=("admin", ADMIN_PASSWORD), timeout=10,
+                         json={"name": name, "password": password, "roles": roles, "type": "user"})
+        assert r.status_code in (201, 202), r.text
+    yield srv
+    srv.remove()
+
+
+def admin_url(server) -> str:
+    return f"http://admin:{ADMIN_PASSWORD}@{server.host}:{server.port}"
+
+
+@pytest.fixture
+def database(server):
+    """A fresh tasks database set up by `after init` (design, console, _security)."""
+    from test_console_cli import after_cli
+
+    name = "tasks-" + uuid.uuid4().hex[:8]
+    result = after_cli("init", url=admin_url(server), database=name)
+    assert result.returncode == 0, result.stderr
+    return name
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ok = os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        ok = False
+    require_tool(ok, "headless Chromium with chromedriver and selenium (scripts/install-deps test)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,1000", "--lang=en-US", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit chromedriver: selenium never goes looking for (or downloading) one.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(browser):
+    """The browser with no cookies left from the previous test, at desktop width."""
+    browser.delete_all_cookies()
+    browser.set_window_size(1280, 1000)
+    yield browser
+    try:
+        browser.get("about:blank")
+    except Exception:
+        pass
+
+
+def screenshot(driver, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+class ProxyThread:
+    """`after console`'s server in a thread of the test, on a free loopback port."""
+
+    def __init__(self, couchdb_url: str, database: str):
+        from afterd.console.serve import make_server
+
+        self.server = make_server(couchdb_url, database, port=0)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self.server
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
