@@ -326,6 +326,7 @@
       try {
         if (since === null) {
           since = (await api("GET", DB_PATH, undefined, {signal: abort.signal})).update_seq;
+          setLive("● live", true);
         }
         const feed = await api("GET", `${DB_PATH}/_changes${query({feed: "longpoll", since: String(since),
                                                                    timeout: 55000, limit: 500})}`,
@@ -551,10 +552,10 @@
       hourRows.map((hour) => {
         const n = perHour.get(hour) || 0;
         const bar = el("span", {class: "bar"});
-        bar.style.width = (100 * n / max) + "%";
+        bar.style.height = (100 * n / max) + "%";   // CSSOM, which a style-src CSP allows
         return el("li", {title: `${hour.replace("T", " ")}:00 UTC: ${n} runs`},
-                  el("span", {class: "hour"}, hour.slice(11) + "h"), el("span", {class: "bar-track"}, bar),
-                  el("span", {class: "n"}, n));
+                  el("span", {class: "n"}, n || ""), el("span", {class: "bar-track"}, bar),
+                  el("span", {class: "hour"}, hour.slice(11) + "h"));
       }));
     const live = beats.filter(alive);
     return el("div", {},
