@@ -359,6 +359,7 @@
   }
 
   let renderSeq = 0;
+  let focusAfterRender = null;   // an element id to focus once the next view is on the page
   async function render(live = false) {
     if (!session) return;
     const r = route();
@@ -381,7 +382,10 @@
     if (seq !== renderSeq) return;   // a newer render won
     main.replaceChildren(content);
     if (kept) restoreInputs(main, kept);
-    else {
+    else if (focusAfterRender && $(focusAfterRender)) {
+      $(focusAfterRender).focus();
+      focusAfterRender = null;
+    } else {
       const h = main.querySelector("h2");
       if (h) {
         h.tabIndex = -1;
@@ -430,8 +434,12 @@
       e.preventDefault();
     } else if (e.key === "/") {
       e.preventDefault();
-      if (route().name !== "tasks") location.hash = "#tasks";
-      setTimeout(() => { const q = $("f-q"); if (q) q.focus(); }, 50);
+      if (route().name !== "tasks") {
+        focusAfterRender = "f-q";
+        location.hash = "#tasks";
+      } else if ($("f-q")) {
+        $("f-q").focus();
+      }
     } else if (e.key === "?") {
       alertBox("Keys: 1 summary, 2 tasks, 3 upcoming, 4 running, 5 failures, 6 workers, 7 add a task, " +
                "/ search by id. Tab moves between links and buttons; Enter opens or presses.");

@@ -84,7 +84,8 @@ def browser():
 @pytest.fixture
 def page(browser):
     """The browser with no cookies left from the previous test, at desktop width."""
-    browser.delete_all_cookies()
+    # Every cookie of every host (delete_all_cookies only clears the current page's).
+    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})
     browser.set_window_size(1280, 1000)
     yield browser
     try:
