@@ -500,7 +500,7 @@
 
   function pager(r, next, base) {
     const pageNo = +(r.params.get("page") || 1);
-    const nav = el("nav", {class: "pager", "aria-label": "Pages"});
+    const nav = el("nav", {class: "pager", "aria-label": "Pages", dataset: {page: pageNo}});
     const stack = (r.params.get("stack") || "");
     if (pageNo > 1) {
       const p = new URLSearchParams(r.params);

@@ -86,6 +86,25 @@ def row_of(driver, doc_id) -> str:
         "return ''", doc_id) or ""
 
 
+def follow_link(driver, css, timeout_s=15):
+    """Click a link until the page's hash changes: a live refresh may replace the link
+    between finding it and clicking it, and a click on a detached link does nothing."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    before = driver.execute_script("return location.hash")
+
+    def attempt():
+        try:
+            driver.find_element("css selector", css).click()
+        except StaleElementReferenceException:
+            return False
+        try:
+            return wait_for(lambda: driver.execute_script("return location.hash") != before, 2, "hash")
+        except AssertionError:
+            return False
+    wait_for(attempt, timeout_s, f"following {css}")
+
+
 def click(driver, element_id, timeout_s=15):
     """Click by id, again if the live page rebuilt the view under the click."""
     from selenium.common.exceptions import StaleElementReferenceException
@@ -334,3 +353,33 @@ def test_keyboard_moves_between_views(page, server, database):
     body = page.find_element("css selector", "body")
     body.send_keys("/")
     wait_for(lambda: page.switch_to.active_element.get_attribute("id") == "f-q", 10, "the id search focused")
+
+
+def test_the_task_list_pages_through_every_task_once_in_date_order(page, server, database):
+    # Given 130 tasks, 30 of them at one same date (a page boundary falls inside those)
+    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    docs = [{"_id": f"p{i:03d}", "worker": "nobody", "status": "waiting", "job": {"name": "record"},
+             "date": iso(base + timedelta(minutes=i if i < 100 else 100))} for i in range(130)]
+    r = requests.post(f"{server.url}/{database}/_bulk_docs", json={"docs": docs}, auth=ADMIN, timeout=30)
+    assert r.status_code == 201 and all("rev" in x for x in r.json()), r.text
+    open_attached(page, server, database, hash_="#tasks?worker=nobody")
+
+    # When the pages are walked with the "next" link
+    seen, dates = [], []
+    for page_no in range(1, 10):
+        wait_for(lambda: page.execute_script("const p = document.querySelector('main .pager');"
+                                             "return p && p.dataset.page") == str(page_no), 20, f"page {page_no}")
+        wait_for(lambda: page.execute_script("return document.querySelectorAll('main tbody a.id').length"), 20,
+                 "a page of tasks")
+        rows = page.execute_script("""return [...document.querySelectorAll('main tbody tr')].map(
+            (r) => [r.querySelector('a.id').textContent, r.querySelector('time').getAttribute('datetime')])""")
+        seen += [row[0] for row in rows]
+        dates += [row[1] for row in rows]
+        if not by_css(page, "main a[rel=next]"):
+            break
+        follow_link(page, "main a[rel=next]")
+
+    # Then every task was listed once, by date
+    assert len(seen) == 130 and set(seen) == {d["_id"] for d in docs}
+    assert dates == sorted(dates)
+    assert page_no == 3
