@@ -198,6 +198,12 @@ def test_upcoming_running_and_failures(page, server, database, worker, records):
     wait_text(page, "✗")
     screenshot(page, "task-error")
 
+    # The summary counts them all: by status, the failure of the last 24 h, the next due
+    go(page, "#summary")
+    wait_text(page, "Next due")
+    wait_for(lambda: "canceled" in text_of(page) and "error" in text_of(page), 20, "the summary's counts")
+    screenshot(page, "summary-busy")
+
 
 def test_add_a_task_through_the_form_and_a_refused_one_shows_the_reason(page, server, database):
     open_attached(page, server, database, hash_="#add")
