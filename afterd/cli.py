@@ -260,7 +260,7 @@ def cmd_init(args, settings: Settings) -> int:
           else "the design document _design/after is up to date")
     set_security(couch, settings)
     print(f"set _security: only server admins and users with the role '{TASKS_ROLE}' "
-          "can read and write tasks")
+          "can read and write tasks, and with 'after_reader' read them")
     from afterd.console.install import init_console
     init_console(couch, settings, console_csp=args.console_csp)
     return EXIT_OK

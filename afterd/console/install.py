@@ -106,7 +106,7 @@ def init_console(couch, settings, *, console_csp: bool, out=print) -> None:
         out(csp_warning(base))
         old = set_attachments_csp(couch)
         out(f"  set (it was {old!r})." if old else "  set.")
-    out(f"set roles: '{ACTING_ROLE}' reads and acts, '{READER_ROLE}' reads only "
+    out(f"roles: '{ACTING_ROLE}' reads and acts, '{READER_ROLE}' reads only "
         "(validate_doc_update refuses its writes)")
     out(f"console: {base}{page_path(couch.database)}")
     if not console_csp:
