@@ -852,8 +852,15 @@
     return box;
   }
 
+  // The last action's outcome survives the live refresh its own write causes.
+  let lastSaid = null;
   function actionStatus() {
-    return el("p", {id: "action-status", class: "action-status", role: "status", "aria-live": "polite"});
+    const node = el("p", {id: "action-status", class: "action-status", role: "status", "aria-live": "polite"});
+    if (lastSaid && Date.now() - lastSaid.at < 15000 && lastSaid.hash === location.hash) {
+      node.textContent = lastSaid.text;
+      node.className = "action-status " + (lastSaid.bad ? "error" : "ok");
+    }
+    return node;
   }
 
   function actionButton(label, id, action, htmlId) {
@@ -871,6 +878,7 @@
   }
 
   function say(text, bad) {
+    lastSaid = {text, bad, at: Date.now(), hash: location.hash};
     const node = $("action-status");
     if (!node) return;
     node.textContent = text;

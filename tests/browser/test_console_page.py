@@ -258,9 +258,28 @@ def test_cancel_and_reschedule_from_the_task_page(page, server, database, worker
     wait_text(page, "2031-02-03 04:05:00 UTC")
     screenshot(page, "task-rescheduled")
 
-    # Cancel
+    wait_text(page, "Moved to", "#action-status")
+
+    # Cancel, with someone else writing the task between the page's read and its write:
+    # CouchDB answers 409, the page reads the task again and writes on the fresh revision
+    page.execute_script("""
+        const original = window.fetch;
+        let once = false;
+        window.fetch = async (url, init) => {
+          if (!once && init && init.method === "PUT") {
+            once = true;
+            const doc = await (await original(url, {credentials: "same-origin"})).json();
+            doc.note = "changed meanwhile";
+            const r = await original(url, {method: "PUT", credentials: "same-origin",
+                                           headers: {"Content-Type": "application/json"}, body: JSON.stringify(doc)});
+            window.__interleaved = r.status;
+          }
+          return original(url, init);
+        };""")
     click(page, "act-cancel")
     wait_for(lambda: get_doc(server, database, doc_id)["status"] == "canceled", 20, "canceled by the worker")
+    assert page.execute_script("return window.__interleaved") == 201
+    assert get_doc(server, database, doc_id)["note"] == "changed meanwhile"
     wait_text(page, "⊘ canceled")
 
 
