@@ -721,7 +721,9 @@
       return [el("span", {class: "worker"}, beat.worker), el("span", {class: "state st-" + state.replace(/ /g, "")},
               (state === "live" ? "● " : "○ ") + state),
               beat.host, beat.pid, when(beat.beat_at), elapsed(beat.beat_at), when(beat.expires_at),
-              (holds.get(process) || []).join(", ") || "no tasks held", el("code", {}, process)];
+              // A STATUS line, when a worker's heartbeat carries one; else what it holds, counted here.
+              typeof beat.status_line === "string" ? beat.status_line : (holds.get(process) || []).join(", ") || "no tasks held",
+              el("code", {}, process)];
     });
     const active = new Map();
     for (const row of perWorker.rows) {
@@ -732,7 +734,7 @@
     const orphans = [...active.entries()].filter(([name]) => !liveNames.has(name));
     return el("div", {},
       el("h2", {text: "Workers"}),
-      table(["Worker", "State", "Host", "PID", "Last seen (UTC)", "Ago", "Lease until (UTC)", "Tasks held", "Process"],
+      table(["Worker", "State", "Host", "PID", "Last seen (UTC)", "Ago", "Lease until (UTC)", "Status / tasks held", "Process"],
             rows, "worker processes"),
       section("Worker names with tasks but no live process",
         orphans.length ? table(["Worker", "Active tasks"], orphans.map(([name, n]) =>
@@ -744,9 +746,14 @@
     const data = await view("by_worker_status", {group_level: 1, limit: 1000});
     return data.rows.map((row) => row.key[0]);
   }
+  // Jobs in use by tasks, and those a worker's heartbeat lists (when it carries `jobs`).
   async function jobNames() {
-    const data = await view("console_jobs", {group_level: 1, limit: 1000});
-    return data.rows.map((row) => row.key[0]);
+    const [data, beats] = await Promise.all([view("console_jobs", {group_level: 1, limit: 1000}), heartbeats()]);
+    const names = new Set(data.rows.map((row) => row.key[0]));
+    for (const beat of beats) {
+      if (Array.isArray(beat.jobs)) beat.jobs.forEach((job) => typeof job === "string" && names.add(job));
+    }
+    return [...names].sort();
   }
 
   function field(label, input, hint) {

@@ -362,6 +362,9 @@ def test_through_after_console_log_in_with_the_form_and_follow_live(page, server
         go(page, f"#task/{doc_id}")
         wait_text(page, "Runs")
         screenshot(page, "phone-task")
+        go(page, "#tasks")
+        wait_for(lambda: row_of(page, doc_id), 20, "the task list at phone width")
+        screenshot(page, "phone-tasks")
 
         # Log out: back to the login form
         page.set_window_size(1280, 1000)
