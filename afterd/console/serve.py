@@ -15,6 +15,7 @@ on the server (its config, other databases) is reachable through this port.
 import http.server
 import logging
 import socketserver
+import sys
 import threading
 from urllib.parse import quote, unquote, urlsplit
 
@@ -167,6 +168,7 @@ def serve(couchdb_url: str, database: str, host: str = "127.0.0.1", port: int = 
     out(f"after console: open {server.address}")
     out(f"  it proxies /_session and /{database} to CouchDB at {server.upstream}, changing nothing there; "
         "log in with your CouchDB user. Ctrl-C stops it.")
+    sys.stdout.flush()   # the address must reach a pipe (a script, a unit's log) now, not at exit
     try:
         server.serve_forever()
     except KeyboardInterrupt:

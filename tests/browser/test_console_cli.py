@@ -4,10 +4,12 @@ No browser here: plain HTTP against the module's pouchdb-server (conftest.py).""
 import os
 import subprocess
 import sys
+import threading
 
 import requests
 
 from conftest import ADMIN_PASSWORD, ROOT, ProxyThread, admin_url
+from helpers import wait_for
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 
@@ -105,3 +107,26 @@ def test_after_console_serves_the_files_and_proxies_only_session_and_the_databas
         # ...and nothing outside /_session and the database is reachable.
         for path in ("/_config/admins", "/_users/_all_docs", "/_all_dbs", f"/{database}/../_config"):
             assert s.get(base + path, timeout=10).status_code == 404, path
+
+
+def test_the_after_console_command_prints_its_address_and_serves_the_page(server, database):
+    proc = subprocess.Popen([sys.executable, "-m", "afterd", "console", "--port", "0"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "AFTER_COUCHDB_URL": admin_url(server), "AFTER_CONFIG": os.devnull,
+                                 "AFTER_DATABASE": database})
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: len(lines) >= 2 or proc.poll() is not None, 20, "after console to print its address")
+        line, rest = (lines + ["", ""])[:2]
+        assert line.startswith("after console: open http://127.0.0.1:"), "".join(lines)
+        address = line.split("open ", 1)[1].strip()
+        assert address.endswith(f"/{database}/_design/after/console.html")
+        assert requests.get(address, timeout=10).status_code == 200
+        assert ADMIN_PASSWORD not in line + rest and "changing nothing" in rest
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()

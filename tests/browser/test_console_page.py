@@ -335,6 +335,7 @@ def test_through_after_console_log_in_with_the_form_and_follow_live(page, server
         # Given `after console`, the page asks for a login (the proxy adds no credentials)
         page.get(proxy.address)
         wait_visible(page, "login-name")
+        assert not page.find_element("id", "nav").is_displayed() and not page.find_element("id", "logout").is_displayed()
         page.set_window_size(1100, 700)
         screenshot(page, "login")
 
