@@ -30,7 +30,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"}
 FORWARD_REQUEST = {"accept", "content-type", "cookie", "if-match", "if-none-match", "authorization"}
 CHANGES_READ_TIMEOUT_S = 90.0   # longer than the page's own 65 s deadline on a longpoll
-READ_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = 600.0          # the first query of a view on a big database waits for its index build
 
 
 class ConsoleProxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
