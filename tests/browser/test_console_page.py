@@ -237,6 +237,20 @@ def test_add_a_task_through_the_form_and_a_refused_one_shows_the_reason(page, se
     assert "is not a job name" in text_of(page, "#a-job-error")
     screenshot(page, "add-refused")
 
+    # A wall-clock date in a time zone is stored in UTC (Lisbon is UTC+1 in summer), and
+    # the zone goes with the repeat
+    job.clear()
+    job.send_keys("generate_billing")
+    when = page.find_element("id", "a-date")
+    when.clear()
+    when.send_keys("2027-07-05 03:00")
+    page.find_element("id", "a-tz").send_keys("Europe/Lisbon")
+    click(page, "a-submit")
+    wait_for(lambda: page.execute_script("const a = document.querySelector('#add-status a');"
+                                         "return a && a.textContent !== arguments[0]", doc_id), 20, "a second task")
+    zoned = get_doc(server, database, page.find_element("css selector", "#add-status a").text)
+    assert zoned["date"] == "2027-07-05T02:00:00Z" and zoned["repeat"] == {"months": 1, "days": 7, "tz": "Europe/Lisbon"}
+
     # And the task page says its repeat in words
     go(page, f"#task/{doc_id}")
     wait_text(page, "every month and 7 days, next")
