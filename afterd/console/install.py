@@ -20,6 +20,7 @@ HERE = Path(__file__).parent
 FILES = {
     "console.html": "text/html; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
+    "console-lib.mjs": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
 }
 PAGE = "console.html"
