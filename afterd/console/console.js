@@ -116,7 +116,7 @@ import {
       $("login-password").value = "";
       await checkSession();
     } catch (e) {
-      $("login-error").textContent = e.status === 401 ? "Name or password is wrong." : "Could not log in: " + e.reason;
+      $("login-error").textContent = e.status === 401 ? "Name or password is wrong." : "Could not log in: " + (e.reason || e.message);
     }
   });
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 
 import requests
 
@@ -130,3 +131,26 @@ def test_the_after_console_command_prints_its_address_and_serves_the_page(server
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_the_design_install_a_worker_does_carries_the_console(server):
+    """A worker installs _design/after with couch.ensure_design(), as after init does: the
+    console's files come with it, and a changed file changes the design's version."""
+    from afterd.console import install
+    from afterd.couch import Couch
+    from afterd.design import design_doc
+
+    couch = Couch(admin_url(server), "tasks-" + uuid.uuid4().hex[:8])
+    couch.ensure_database()
+    assert couch.ensure_design() is True
+    for name, kind in install.FILES.items():
+        r = requests.get(f"{server.url}/{couch.database}/_design/after/{name}", auth=ADMIN, timeout=10)
+        assert r.status_code == 200 and r.content == install.read_file(name), name
+        assert r.headers["Content-Type"].split(";")[0] == kind.split(";")[0]
+    before = design_doc()["version"]
+    original = install.read_file
+    try:
+        install.read_file = lambda name: original(name) + (b"\n" if name == "console.css" else b"")
+        assert design_doc()["version"] != before
+    finally:
+        install.read_file = original
