@@ -426,3 +426,26 @@ def test_the_task_list_pages_through_every_task_once_in_date_order(page, server,
     assert len(seen) == 130 and set(seen) == {d["_id"] for d in docs}
     assert dates == sorted(dates)
     assert page_no == 3
+
+
+def test_run_now_writes_its_status_or_shows_why_not_and_delete_asks_twice(page, server, database):
+    doc_id = post_task(server, database, {"worker": "nobody", "date": soon(600), "status": "waiting",
+                                          "job": {"name": "record", "arguments": []}})
+    open_attached(page, server, database, hash_=f"#task/{doc_id}")
+    wait_visible(page, "act-run")
+
+    # Run now is a write of status "run"; until validation knows that status (the policies
+    # issue), CouchDB refuses it and the page shows the reason: either way nothing is silent.
+    click(page, "act-run")
+    wait_for(lambda: get_doc(server, database, doc_id)["status"] == "run"
+             or "Refused by CouchDB: status" in text_of(page, "#action-status"), 20,
+             f"run written or refused: {text_of(page, '#action-status')}")
+
+    # Delete asks once more, then deletes and goes back to the list
+    click(page, "act-delete")
+    wait_text(page, "Really delete?")
+    assert requests.get(f"{server.url}/{database}/{doc_id}", auth=ADMIN, timeout=10).status_code == 200
+    click(page, "act-delete")
+    wait_for(lambda: requests.get(f"{server.url}/{database}/{doc_id}", auth=ADMIN, timeout=10).status_code == 404,
+             20, "the task deleted")
+    wait_for(lambda: page.execute_script("return location.hash") == "#tasks", 10, "back to the list")
