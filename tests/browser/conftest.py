@@ -6,28 +6,18 @@ Locally they skip when Chromium is missing; with CI set, a missing browser is a 
 Each test saves screenshots under build/screenshots/ (not committed; docs/ holds a few).
 """
 
-import os
-import shutil
 import sys
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))   # tests/: couchdb_server, helpers, workers
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests/: couchdb_server, helpers, workers
 
+from console_harness import ADMIN_PASSWORD, CHROMEDRIVER, CHROMIUM, USERS, admin_url, after_cli  # noqa: E402
 from couchdb_server import PouchServer  # noqa: E402
 from helpers import EXTERNAL_URL, require_tool  # noqa: E402
-
-ROOT = HERE.parent.parent
-SCREENSHOTS = ROOT / "build" / "screenshots"
-ADMIN_PASSWORD = "console-admin-pw"
-USERS = {"operator": ("op-pw", ["after"]), "viewer": ("view-pw", ["after_reader"])}
-CHROMIUM = shutil.which("chromium")          # Debian's chromium and chromium-driver
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +34,9 @@ def server(tmp_path_factory):
     srv.remove()
 
 
-def admin_url(server) -> str:
-    return f"http://admin:{ADMIN_PASSWORD}@{server.host}:{server.port}"
-
-
 @pytest.fixture
 def database(server):
     """A fresh tasks database set up by `after init` (design, console, _security)."""
-    from test_console_cli import after_cli
-
     name = "tasks-" + uuid.uuid4().hex[:8]
     result = after_cli("init", url=admin_url(server), database=name)
     assert result.returncode == 0, result.stderr
@@ -92,28 +76,3 @@ def page(browser):
         browser.get("about:blank")
     except Exception:
         pass
-
-
-def screenshot(driver, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    driver.save_screenshot(str(path))
-    return path
-
-
-class ProxyThread:
-    """`after console`'s server in a thread of the test, on a free loopback port."""
-
-    def __init__(self, couchdb_url: str, database: str):
-        from afterd.console.serve import make_server
-
-        self.server = make_server(couchdb_url, database, port=0)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self.server
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()

@@ -9,17 +9,10 @@ import uuid
 
 import requests
 
-from conftest import ADMIN_PASSWORD, ROOT, ProxyThread, admin_url
+from console_harness import ADMIN_PASSWORD, ROOT, ProxyThread, admin_url, after_cli
 from helpers import wait_for
 
 ADMIN = ("admin", ADMIN_PASSWORD)
-
-
-def after_cli(*args, url, database, env=None):
-    return subprocess.run([sys.executable, "-m", "afterd", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60,
-                          env={**os.environ, "AFTER_COUCHDB_URL": url, "AFTER_CONFIG": os.devnull,
-                               "AFTER_DATABASE": database, **(env or {})})
 
 
 def task(worker="nobody", **extra):

@@ -11,7 +11,7 @@ from datetime import timezone
 import pytest
 
 from afterd.task import format_date, parse_date
-from conftest import ROOT
+from console_harness import ROOT
 
 LIB = ROOT / "afterd" / "console" / "console-lib.mjs"
 DESIGN = ROOT / "afterd" / "design"

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from conftest import ADMIN_PASSWORD, USERS, ProxyThread, admin_url, screenshot
+from console_harness import ADMIN_PASSWORD, USERS, ProxyThread, admin_url, screenshot
 from helpers import wait_for
 from workers import ENGINE_JOBS, WorkerProcess
 
