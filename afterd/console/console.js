@@ -63,7 +63,9 @@ import {
       return;
     }
     const user = info && info.userCtx;
-    if (!user || !user.name) {
+    // A server without admins (pouchdb-server's default, `make run`) makes everyone admin.
+    const adminParty = user && !user.name && (user.roles || []).includes("_admin");
+    if (!user || (!user.name && !adminParty)) {
       showLogin("");
       return;
     }
@@ -94,7 +96,7 @@ import {
     $("nav").hidden = false;
     $("who").hidden = false;
     $("db").textContent = "· " + DB;
-    $("user").textContent = user.name + (canAct ? "" : " (read-only)");
+    $("user").textContent = (user.name || "anyone (a server without admins)") + (canAct ? "" : " (read-only)");
     const banner = $("banner");
     banner.hidden = canAct;
     banner.textContent = canAct ? "" :

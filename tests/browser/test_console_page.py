@@ -449,3 +449,21 @@ def test_run_now_writes_its_status_or_shows_why_not_and_delete_asks_twice(page, 
     wait_for(lambda: requests.get(f"{server.url}/{database}/{doc_id}", auth=ADMIN, timeout=10).status_code == 404,
              20, "the task deleted")
     wait_for(lambda: page.execute_script("return location.hash") == "#tasks", 10, "back to the list")
+
+
+def test_a_server_without_admins_opens_without_login(page, tmp_path):
+    """pouchdb-server's default (and `make run`'s): everyone is admin, there is no one to log
+    in as, so the page opens at once, and acts."""
+    from couchdb_server import PouchServer
+
+    from console_harness import after_cli
+
+    open_server = PouchServer(tmp_path / "open-couch").start()
+    try:
+        assert after_cli("init", url=open_server.url, database="tasks").returncode == 0
+        page.get(f"{open_server.url}/tasks/_design/after/console.html#add")
+        wait_visible(page, "a-submit")
+        assert page.find_element("id", "a-submit").is_enabled()
+        assert "without admins" in text_of(page, "#user")
+    finally:
+        open_server.remove()
