@@ -325,7 +325,9 @@ def cmd_init(args, settings: Settings) -> int:
           else "the design document _design/after is up to date")
     set_security(couch, settings)
     print(f"set _security: only server admins and users with the role '{TASKS_ROLE}' "
-          "can read and write tasks")
+          "can read and write tasks, and with 'after_reader' read them")
+    from afterd.console.install import init_console
+    init_console(couch, settings, console_csp=args.console_csp)
     return EXIT_OK
 
 
@@ -334,14 +336,20 @@ TASKS_ROLE = "after"
 
 def set_security(couch, settings: Settings) -> None:
     """Members by role: CouchDB then refuses everyone else (pouchdb-server's _find ignores it)."""
-    security = {"admins": {"names": [], "roles": []},
-                "members": {"names": [], "roles": [TASKS_ROLE]}}
+    from afterd.console.install import security as console_security
+    security = console_security()   # TASKS_ROLE acts, the console's read-only role reads
     if hasattr(couch, "put_security"):
         couch.put_security(security)
         return
     # Couch's contract has no _security call yet (asked for put_security): use its request
     # helper, so errors come back typed and scrubbed like every other call.
     couch._request("PUT", f"{couch._db_path}/_security", body=security, what="setting _security")
+
+
+def cmd_console(args, settings: Settings) -> int:
+    from afterd.console.serve import serve
+
+    return serve(settings.couchdb_url, settings.database, host=args.host, port=args.port)
 
 
 def cmd_add(args, settings: Settings) -> int:
@@ -780,10 +788,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("clean", cmd_clean, "empty the log of worker NAME (under systemd: explain journald's retention)")
     p.add_argument("name", metavar="NAME")
 
-    command("init", cmd_init, "create the database, install _design/after, restrict access to role 'after'",
-            "Create the tasks database if needed, install or upgrade the design document "
-            "_design/after, and set _security so only server admins and users with the role "
-            "'after' can read and write tasks. Needs an admin's user:password in the URL.")
+    p = command("init", cmd_init, "create the database, install _design/after, restrict access to role 'after'",
+                "Create the tasks database if needed, install or upgrade the design document "
+                "_design/after, and set _security so only server admins and users with the role "
+                "'after' can read and write tasks. Needs an admin's user:password in the URL.")
+    p.add_argument("--console-csp", action="store_true",
+                   help="let the attached console run on Apache CouchDB: set the SERVER-WIDE [csp] "
+                        "attachments_header_value to a same-origin-scripts-only policy (says how to undo)")
+
+    p = command("console", cmd_console, "serve the console on loopback with a same-origin proxy to CouchDB",
+                "Serve the web console on a loopback port, proxying /_session and the tasks database "
+                "to CouchDB from the same origin; changes nothing on the server. For servers that keep "
+                "CouchDB's attachment sandbox.")
+    p.add_argument("--port", type=int, default=5986, help="loopback port (default 5986; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
 
     p = command("add", cmd_add, "add a task; prints its id",
                 "Add a task. Dates without an offset are UTC (or wall-clock time in --tz when given); "

@@ -150,6 +150,7 @@ def main() -> int:
         say(f"database '{DATABASE}' {'created' if created else 'exists'}")
         installed = couch.ensure_design()
         say(f"design document _design/after {'installed' if installed else 'is up to date'}")
+        say(f"console: {couch.base_url}/{DATABASE}/_design/after/console.html")
 
         worker = start_worker(couchdb_url)
         task_id = post_task(couchdb_url)

@@ -15,7 +15,7 @@ from couchdb_server import PouchServer
 
 AFTER = Path(sys.executable).parent / "after"
 COMMANDS = ["start", "stop", "log", "list", "clean", "init", "add", "tasks", "show", "cancel",
-            "reschedule", "jobs", "pause", "resume", "run", "history"]
+            "reschedule", "jobs", "pause", "resume", "run", "history", "console"]
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_init_creates_database_design_and_security(env, couch_url, db_name):
     assert "installed the design document _design/after" in result.stdout
     assert requests.get(f"{couch_url}/{db_name}/_design/after", timeout=10).status_code == 200
     security = requests.get(f"{couch_url}/{db_name}/_security", timeout=10).json()
-    assert security["members"]["roles"] == ["after"]
+    assert security["members"]["roles"] == ["after", "after_reader"]
 
     again = after("init", env=db_env)
     assert again.returncode == 0

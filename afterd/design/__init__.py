@@ -16,6 +16,14 @@ VIEWS = {
     "by_status": "_count",
     "by_worker_status": "_count",
     "active_by_worker": None,
+    # The console's (afterd/console/): keys sort by UTC date, every list is a paged key range.
+    "console_by_date": None,
+    "console_due": None,
+    "console_failures": "_count",
+    "console_failures_by_job": "_count",
+    "console_runs_by_hour": "_count",
+    "console_by_owner": "_count",
+    "console_jobs": "_count",
 }
 
 
@@ -37,6 +45,10 @@ def design_doc() -> dict:
         "validate_doc_update": read_function("validate_doc_update.js"),
         "views": views,
     }
+    # The console's static files ride along as attachments, so every install or upgrade
+    # (after init, a worker starting) carries them and they count in `version`.
+    from afterd.console.install import attachments
+    body["_attachments"] = attachments()
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     body["version"] = digest[:16]
     return body

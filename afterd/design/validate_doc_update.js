@@ -333,6 +333,39 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
   }
 
+  // Who may write at all (design §8b), deletions included: server and database admins,
+  // the acting role "after" (workers and console users who act), and members named one by
+  // one. A member let in by another role only (the console's read-only "after_reader")
+  // reads and cannot write. A database without members is open to all, as before.
+  function mayWrite(user, sec) {
+    var roles = (user && user.roles) || [], i;
+    function listed(group) {
+      var names = (group && group.names) || [], groupRoles = (group && group.roles) || [];
+      if (user && user.name && names.indexOf(user.name) >= 0) {
+        return true;
+      }
+      for (i = 0; i < roles.length; i++) {
+        if (groupRoles.indexOf(roles[i]) >= 0) {
+          return true;
+        }
+      }
+      return false;
+    }
+    if (roles.indexOf("_admin") >= 0 || roles.indexOf("after") >= 0) {
+      return true;
+    }
+    sec = sec || {};
+    var members = sec.members || {};
+    if (!((members.names || []).length || (members.roles || []).length)) {
+      return true;
+    }
+    return listed(sec.admins) || (user && user.name && (members.names || []).indexOf(user.name) >= 0);
+  }
+  if (!mayWrite(userCtx, secObj)) {
+    throw({forbidden: "read-only: " + (userCtx && userCtx.name ? "user " + show(userCtx.name) : "this user") +
+                      ' lacks the role "after" needed to change tasks'});
+  }
+
   // Deletions are always allowed: deleting a task is how a user disarms it.
   if (newDoc._deleted) {
     return;

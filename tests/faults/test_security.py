@@ -97,7 +97,7 @@ def test_after_init_sets_security_and_what_pouchdb_server_enforces(admin_server)
     admin = requests.Session()
     admin.auth = ("admin", PASSWORD)
     security = admin.get(f"{admin_server.url}/tasks/_security", timeout=10).json()
-    assert security["members"]["roles"] == ["after"] and security["members"]["names"] == []
+    assert security["members"]["roles"] == ["after", "after_reader"] and security["members"]["names"] == []
     # A stranger (no credentials) is kept out of reads and writes: 401 on both servers
     # (pouchdb-server with an admin configured; its _find is the documented gap).
     anonymous_read = requests.get(f"{admin_server.url}/tasks/_all_docs", timeout=10).status_code

@@ -1,0 +1,233 @@
+// after's console, the part with no page state: building DOM from text, dates (UTC on the
+// page, local on hover), repeat in words, and the dates and durations a person types.
+// Pure functions apart from el() and the ticking clock, so node runs its tests
+// (tests/browser/test_console_lib.py).
+
+export const FINAL = new Set(["done", "error", "err", "canceled"]);
+export const STATUSES = ["waiting", "scheduled", "running", "done", "error", "reschedule", "cancel",
+                  "canceled", "pause", "paused", "resume", "run"];
+// A symbol beside each status, so the page reads without colour.
+export const STATUS_MARK = {waiting: "○", scheduled: "◷", running: "▶", done: "✓", error: "✗", err: "✗",
+                     reschedule: "↻", cancel: "⊘", canceled: "⊘", pause: "⏸", paused: "⏸",
+                     resume: "↻", run: "▶"};
+export const FAR = "\ufff0";   // sorts after any id character we expect
+// ---- DOM helpers: text only --------------------------------------------------------
+
+export function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "text") node.textContent = String(value);
+    else if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (value === true) node.setAttribute(key, "");
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function json(value) {
+  try {
+    return JSON.stringify(value, null, 2);
+  } catch (e) {
+    return String(value);
+  }
+}
+
+export function pad(n, width = 2) {
+  return String(n).padStart(width, "0");
+}
+
+// A date the validation accepts -> Date (UTC when it has no offset), or null.
+export const DATE_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(Z|[+-]\d{2}:\d{2})?)?$/;
+export function parseDate(value) {
+  const m = DATE_RE.exec(String(value || "").trim());
+  if (!m) return null;
+  let ms = Date.UTC(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0),
+                    m[7] ? +(m[7] + "00").slice(0, 3) : 0);
+  if (m[8] && m[8] !== "Z") {
+    ms -= (m[8][0] === "-" ? -1 : 1) * (+m[8].slice(1, 3) * 60 + +m[8].slice(4, 6)) * 60000;
+  }
+  return new Date(ms);
+}
+
+export function utcText(d) {
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+         `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+}
+
+export function isoUTC(d) {
+  const ms = d.getUTCMilliseconds();
+  return d.toISOString().replace(ms ? /Z$/ : /\.\d{3}Z$/, "Z");
+}
+
+// <time> in UTC, local time on hover.
+export function when(value) {
+  const d = parseDate(value);
+  if (!d) return el("span", {class: "muted", text: value === undefined || value === null ? "—" : String(value)});
+  return el("time", {datetime: d.toISOString(), title: "local: " + d.toLocaleString()}, utcText(d));
+}
+
+export function duration(ms) {
+  const neg = ms < 0;
+  let s = Math.floor(Math.abs(ms) / 1000);
+  const d = Math.floor(s / 86400); s -= d * 86400;
+  const h = Math.floor(s / 3600); s -= h * 3600;
+  const m = Math.floor(s / 60); s -= m * 60;
+  const text = d ? `${d}d ${h}h ${m}m` : h ? `${h}h ${m}m ${s}s` : m ? `${m}m ${s}s` : `${s}s`;
+  return neg ? "-" + text : text;
+}
+
+// Ticking elements: a countdown to a date, or the time elapsed since one.
+export function countdown(value) {
+  const d = parseDate(value);
+  return el("span", {class: "tick", dataset: d ? {until: d.toISOString()} : {}}, d ? tickText("until", d) : "—");
+}
+export function elapsed(value) {
+  const d = parseDate(value);
+  return el("span", {class: "tick", dataset: d ? {since: d.toISOString()} : {}}, d ? tickText("since", d) : "—");
+}
+export function tickText(kind, d) {
+  const delta = d.getTime() - Date.now();
+  if (kind === "since") return duration(-delta);
+  return delta >= 0 ? "in " + duration(delta) : "due " + duration(-delta) + " ago";
+}
+export function startTicking() {
+  setInterval(() => {
+    for (const node of document.querySelectorAll(".tick")) {
+      if (node.dataset.until) node.textContent = tickText("until", new Date(node.dataset.until));
+      else if (node.dataset.since) node.textContent = tickText("since", new Date(node.dataset.since));
+    }
+  }, 1000);
+}
+
+export function statusBadge(status) {
+  const s = String(status);
+  return el("span", {class: "status st-" + s.replace(/[^a-z]/g, "")}, (STATUS_MARK[s] || "•") + " " + s);
+}
+
+export function jobName(doc) {
+  return doc && doc.job && typeof doc.job.name === "string" ? doc.job.name : "?";
+}
+
+export function taskLink(id) {
+  return el("a", {href: "#task/" + encodeURIComponent(id), class: "id", dataset: {focus: "task:" + id}}, id);
+}
+
+// ---- repeat in words -----------------------------------------------------------------
+
+export const UNIT_WORDS = [["years", "y", "year"], ["months", "M", "month"], ["weeks", "w", "week"],
+                    ["days", "d", "day"], ["hours", "h", "hour"], ["minutes", "m", "minute"],
+                    ["seconds", "s", "second"], ["milliseconds", "ms", "millisecond"]];
+export function repeatWords(repeat, doc) {
+  if (!repeat || typeof repeat !== "object") return "once";
+  const parts = [];
+  for (const [long, short, word] of UNIT_WORDS) {
+    const n = repeat[long] !== undefined ? repeat[long] : repeat[short];
+    if (typeof n === "number" && n > 0) parts.push(n === 1 && !parts.length ? word : `${n} ${word}${n === 1 ? "" : "s"}`);
+  }
+  let text = parts.length ? "every " + parts.join(" and ") : "";
+  if (repeat.rrule) text = "by the rule " + repeat.rrule;
+  if (!text) text = "repeating";
+  if (repeat.tz) text += ` (${repeat.tz} time)`;
+  if (repeat.until) text += ", until " + (parseDate(repeat.until) ? utcText(parseDate(repeat.until)) : repeat.until);
+  if (repeat.count) text += `, ${repeat.count} runs in all`;
+  if (doc && !FINAL.has(doc.status) && parseDate(doc.date)) {
+    text += ", next " + utcText(parseDate(doc.date)).replace(/:00 UTC$/, " UTC");
+  }
+  return text;
+}
+
+export class HttpError extends Error {
+  constructor(status, error, reason) {
+    super(reason || error || ("HTTP " + status));
+    this.status = status;
+    this.error = error;
+    this.reason = reason || error || ("HTTP " + status);
+  }
+}
+
+export function query(params) {
+  const parts = [];
+  for (const [key, value] of Object.entries(params || {})) {
+    if (value === undefined) continue;
+    const encoded = ["key", "startkey", "endkey", "keys"].includes(key) || typeof value !== "string"
+      ? JSON.stringify(value) : value;
+    parts.push(encodeURIComponent(key) + "=" + encodeURIComponent(encoded));
+  }
+  return parts.length ? "?" + parts.join("&") : "";
+}
+
+// ---- dates and durations typed by a person -----------------------------------------------------------
+
+export const DURATION_TOKEN = /(\d+)\s*(ms|y|M|w|d|h|m|s)/g;
+export const WORD_UNITS = {ms: "ms", millisecond: "ms", milliseconds: "ms", s: "s", sec: "s", secs: "s", second: "s", seconds: "s",
+                    m: "m", min: "m", mins: "m", minute: "m", minutes: "m", h: "h", hour: "h", hours: "h",
+                    d: "d", day: "d", days: "d", w: "w", week: "w", weeks: "w", M: "M", month: "M", months: "M",
+                    y: "y", year: "y", years: "y"};
+export const UNIT_KEYS = {ms: "milliseconds", y: "years", M: "months", w: "weeks", d: "days", h: "hours", m: "minutes", s: "seconds"};
+
+// "1M7d", "1h30m", "10 minutes", "2 hours 5 minutes" -> {months: 1, days: 7}
+export function parseDuration(text) {
+  let t = String(text).trim();
+  t = t.replace(/(\d+)\s*([A-Za-z]+)/g, (m, n, unit) => {
+    const u = WORD_UNITS[unit] || WORD_UNITS[unit.toLowerCase()];
+    if (u === undefined || (unit.length > 2 && unit !== unit.toLowerCase())) throw new Error(`"${unit}" is not a unit`);
+    return n + (unit.length <= 2 ? unit : u);
+  }).replace(/\s+|,|and/g, "");
+  const out = {};
+  let used = "";
+  for (const m of t.matchAll(DURATION_TOKEN)) {
+    const key = UNIT_KEYS[m[2]];
+    out[key] = (out[key] || 0) + +m[1];
+    used += m[0];
+  }
+  if (!used || used !== t) throw new Error(`"${text}" is not a duration: digits and units, like 10m, 1h30m, 1M7d, "10 minutes"`);
+  return out;
+}
+
+export function addOffset(date, offset) {
+  const d = new Date(date.getTime());
+  if (offset.years || offset.months) d.setUTCMonth(d.getUTCMonth() + 12 * (offset.years || 0) + (offset.months || 0));
+  const ms = ((((offset.weeks || 0) * 7 + (offset.days || 0)) * 24 + (offset.hours || 0)) * 60 +
+              (offset.minutes || 0)) * 60000 + (offset.seconds || 0) * 1000 + (offset.milliseconds || 0);
+  return new Date(d.getTime() + ms);
+}
+
+// Wall-clock time in an IANA zone -> UTC, with the browser's own tz database.
+export function zonedToUtc(fields, tz) {
+  const fmt = new Intl.DateTimeFormat("en-US", {timeZone: tz, hourCycle: "h23", year: "numeric", month: "2-digit",
+    day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit"});
+  const wanted = Date.UTC(...fields);
+  let guess = wanted;
+  for (let i = 0; i < 3; i++) {
+    const parts = Object.fromEntries(fmt.formatToParts(new Date(guess)).map((p) => [p.type, p.value]));
+    const shown = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute, +parts.second);
+    guess += wanted - shown;
+  }
+  return new Date(guess);
+}
+
+// "now", "in 10 minutes", "2026-12-01 03:00" (UTC, or wall-clock in tz), ISO with offset -> ISO UTC.
+export function parseWhen(text, tz) {
+  const t = String(text || "").trim();
+  if (!t || t === "now") return isoUTC(new Date());
+  const rel = /^in\s+(.+)$/i.exec(t);
+  if (rel) return isoUTC(addOffset(new Date(), parseDuration(rel[1])));
+  const m = DATE_RE.exec(t);
+  if (!m) throw new Error(`"${t}" is not a date: use "2026-12-01 03:00", "2026-12-01T03:00:00+01:00", "now" or "in 10 minutes"`);
+  if (!m[8] && tz) {
+    try {
+      return isoUTC(zonedToUtc([+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0)], tz));
+    } catch (e) {
+      throw new Error(`"${tz}" is not a time zone this browser knows`);
+    }
+  }
+  return isoUTC(parseDate(t));
+}
+

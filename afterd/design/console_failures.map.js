@@ -1,0 +1,43 @@
+function (doc) {
+  // Failed runs by when they ended (UTC), value = job name; reduce _count gives the failures
+  // since a time. A final error, a repeat's failed last run, and failed runs kept in history.
+  function utc(value) {
+    // Any date the validation accepts, as "YYYY-MM-DDTHH:MM:SS.mmmZ", so keys sort by time.
+    var m = /^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$/.exec(String(value));
+    if (!m) {
+      return null;
+    }
+    var ms = Date.UTC(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0),
+                      m[7] ? +((m[7] + "00").substr(0, 3)) : 0);
+    if (m[8] && m[8] !== "Z") {
+      ms -= (m[8].charAt(0) === "-" ? -1 : 1) * (+m[8].substr(1, 2) * 60 + +m[8].substr(4, 2)) * 60000;
+    }
+    return new Date(ms).toISOString();
+  }
+  if (String(doc._id).indexOf("after:") === 0) {
+    return;
+  }
+  var job = doc.job && typeof doc.job.name === "string" ? doc.job.name : "";
+  var seen = {};
+  function failed(when) {
+    var at = utc(when);
+    if (at && !seen[at]) {
+      seen[at] = true;
+      emit(at, job);
+    }
+  }
+  if (doc.status === "error" || doc.status === "err") {
+    failed(doc.finished_at || doc.date);
+  }
+  if (doc.last_run && doc.last_run.status === "error") {
+    failed(doc.last_run.finished_at);
+  }
+  if (Object.prototype.toString.call(doc.history) === "[object Array]") {
+    for (var i = 0; i < doc.history.length; i++) {
+      var run = doc.history[i];
+      if (run && (run.status === "error" || run.status === "timeout" || run.status === "interrupted")) {
+        failed(run.finished_at || run.end);
+      }
+    }
+  }
+}
