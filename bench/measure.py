@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.harness import HOST, WORKER, Statuses, children_cpu_s, process_cpu_s, ms_epoch, percentile, post, rss_bytes, task, wait_count
+from bench.harness import HOST, WORKER, Statuses, children_cpu_s, ms_epoch, percentile, post, rss_bytes, task, wait_count
+from bench.server import descendants
 
 HERE = Path(__file__).resolve().parent
 LEAD_S = 3.0                 # head start before the first date, plus per task:
@@ -26,7 +27,10 @@ def _wait_claimed(statuses, n, due_s) -> bool:
 
 
 def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
-    """n stamp tasks due evenly across window_s; lateness = the job's first line minus the date."""
+    """n stamp tasks due evenly across window_s; lateness = the job's first line minus the date.
+
+    Also how the runs went when they came due faster than the machine starts them: the order
+    they started in (against their dates) and the rate at which all were done."""
     couch = bench.database("lateness")
     out = bench.work_dir / f"stamps-{couch.database}.txt"
     statuses = Statuses(couch)
@@ -49,18 +53,52 @@ def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
             if len(lines) > seen:
                 seen, stalled_at = len(lines), max(stalled_at, time.monotonic())
             time.sleep(0.2)
-        late_ms = []
+        runs = []
         for line in lines:
             _, at, started = line.split()
-            late_ms.append((float(started) - float(at)) * 1000)
-        if len(late_ms) < n:
-            raise RuntimeError(f"lateness: only {len(late_ms)} of {n} runs started")
-        wait_count(statuses, "done", n, timeout_s=1800)
+            runs.append((float(at), float(started)))
+        if len(runs) < n:
+            raise RuntimeError(f"lateness: only {len(runs)} of {n} runs started")
+        done_s = wait_count(statuses, "done", n, timeout_s=1800)
+        statuses.verify("done", n)
     finally:
         w.stop()
+    bench.done_with(couch)
+    late_ms = [(started - at) * 1000 for at, started in runs]
     return {"p50_ms": percentile(late_ms, 50), "p99_ms": percentile(late_ms, 99),
             "max_ms": max(late_ms), "early": sum(1 for x in late_ms if x < 0),
-            "claimed_before_due": claimed}
+            "claimed_before_due": claimed, "due_per_s": n / window_s,
+            "done_per_s": n / (done_s - first_s), **start_order(runs, concurrency)}
+
+
+def start_order(runs: list[tuple[float, float]], concurrency: int) -> dict:
+    """How far the start order strays from the date order, for runs (date, start):
+    `displacement`, per run, |its rank by start - its rank by date|: runs given slots at the
+    same moment race to their first line, so a displacement up to the number of slots is
+    still date order; `inversion`, per run, how much later it started than the earliest
+    start of a run due after it (0 when none due later started before it)."""
+    by_date = sorted(range(len(runs)), key=lambda k: (runs[k][0], k))
+    date_rank = {k: r for r, k in enumerate(by_date)}
+    by_start = sorted(range(len(runs)), key=lambda k: runs[k][1])
+    moved = [abs(r - date_rank[k]) for r, k in enumerate(by_start)]
+    inversion_s, later_min = 0.0, float("inf")
+    for k in reversed(by_date):
+        inversion_s = max(inversion_s, runs[k][1] - later_min)
+        later_min = min(later_min, runs[k][1])
+    return {"order_max_displacement": max(moved, default=0),
+            "order_displaced_beyond_slots": sum(1 for m in moved if m > concurrency) / max(1, len(moved)),
+            "order_max_inversion_ms": inversion_s * 1000}
+
+
+def backlog(bench, n: int, steady_per_s: float, concurrency: int, overload: float = 2.0) -> dict:
+    """More runs due than the machine starts: n stamp tasks due at overload x the steady
+    rate (runs_per_s, measured in the same bench run). They must start in date order, and
+    the backlog drain (all done / time from the first date) at >= 90% of the steady rate."""
+    window_s = n / (overload * steady_per_s)
+    got = lateness(bench, n, window_s, concurrency)
+    got.update(window_s=window_s, steady_per_s=steady_per_s, overload=overload,
+               drain_vs_steady=got["done_per_s"] / steady_per_s)
+    return got
 
 
 def aps_lateness(n: int, window_s: float) -> dict:
@@ -72,12 +110,23 @@ def aps_lateness(n: int, window_s: float) -> dict:
     return json.loads(proc.stdout)
 
 
+def zygote_of(worker_pid: int) -> int | None:
+    for pid in descendants(worker_pid):
+        try:
+            if b"afterd.zygote" in open(f"/proc/{pid}/cmdline", "rb").read():
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 def throughput(bench, n: int, concurrency: int) -> dict:
     """n no-op tasks all due at the same moment: from that moment until all are `done` in CouchDB."""
     couch = bench.database("throughput")
     statuses = Statuses(couch)
-    server_cpu0_s, worker_cpu0_s = process_cpu_s(bench.server.proc.pid), children_cpu_s()
+    server_cpu0_s, worker_cpu0_s = bench.server.cpu_s(), children_cpu_s()
     w = bench.worker(couch, "throughput", concurrency)
+    zygote_rss = None
     try:
         w.start(timeout_s=60)
         due_s = ms_epoch(time.time() + LEAD_S + n * CLAIM_S_PER_TASK)
@@ -86,16 +135,100 @@ def throughput(bench, n: int, concurrency: int) -> dict:
         start_s = max(due_s, time.time())
         if start_s > time.time():
             time.sleep(start_s - time.time())
+        time.sleep(0.5)
+        zygote = zygote_of(w.proc.pid)
+        if zygote:   # its size under load: the floor's fork is timed from a process this big
+            zygote_rss = rss_bytes(zygote)
         done_s = wait_count(statuses, "done", n, timeout_s=1800)
-        server_cpu_s = process_cpu_s(bench.server.proc.pid) - server_cpu0_s
+        server_cpu1_s = bench.server.cpu_s()
     finally:
         w.stop()
+    statuses.verify("done", n)
+    template = next(iter(couch.scan({"status": "done"}, page_size=1)))[0]
+    bench.done_with(couch)
     # CPU per task from POST to done (claim, run, outcome), whatever else the machine runs:
     # the worker with its zygote and job processes (reaped, so counted once it stopped), and
-    # pouchdb-server (which also served the bench's own posts and looks).
+    # the server (which also served the bench's posts and its looks at the feed).
     worker_cpu_s = children_cpu_s() - worker_cpu0_s
+    server_ms = None if server_cpu0_s is None else (server_cpu1_s - server_cpu0_s) / n * 1000
     return {"runs_per_s": n / (done_s - start_s), "elapsed_s": done_s - start_s, "claimed_before_due": claimed,
-            "worker_cpu_ms_per_task": worker_cpu_s / n * 1000, "server_cpu_ms_per_task": server_cpu_s / n * 1000}
+            "worker_cpu_ms_per_task": worker_cpu_s / n * 1000, "server_cpu_ms_per_task": server_ms,
+            "zygote_rss_bytes": zygote_rss, "done_doc": template}
+
+
+def process_floors(n: int, zygote_rss: int | None) -> dict:
+    """Fork, exit and reap of a process the zygote's size; a child's start and exit (bench/floors.py)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.floors", str(n), str(zygote_rss or 0)],
+                          capture_output=True, text=True, cwd=HERE.parent, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.floors failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def server_floors(bench, n: int, done_doc: dict | None, batch: int = 100) -> dict:
+    """What the server under test spends, in CPU ms per document, on the least a run needs of
+    it, with nothing else running: a new task written through validate_doc_update (the
+    user's POST), an update of it (the claim; the outcome costs the same), one feed read of a
+    document (what a worker's feed pays per change, and per echo of its own writes), and one
+    HTTP request alone. Documents are written in batches of `batch` (the marginal cost of a
+    document: the floor), shaped like a finished bench task (`done_doc`, from the
+    throughput run) so the size that validation and the feed handle is the real one."""
+    if bench.server.cpu_s() is None:
+        return {"measured": False}
+    couch = bench.database("floors")
+    me = f"{WORKER}:{HOST}:9"
+    shape = {k: v for k, v in (done_doc or {}).items() if not k.startswith("_")}
+    if not shape:
+        shape = task("noop", time.time() + 86400, {})
+        shape.update(status="done", result=None, runs=1, started_at=shape["date"], finished_at=shape["date"],
+                     owner={"process": me, "host": HOST, "pid": 1}, anchor=shape["date"], occurrence=0)
+    new = [{**shape, "status": "waiting", "worker": "floor"} for _ in range(n)]
+    for d in new:
+        d.pop("owner", None)
+
+    def cpu_per_doc(write) -> float:
+        c0 = bench.server.cpu_s()
+        count = write()
+        return (bench.server.cpu_s() - c0) / count * 1000
+
+    revs = []
+
+    def write_new():
+        for i in range(0, n, batch):
+            revs.extend(r for r in couch.bulk(new[i:i + batch]) if "rev" in r)
+        return n
+
+    def write_update():
+        docs = [{**shape, "_id": r["id"], "_rev": r["rev"], "worker": "floor",
+                 "owner": {"process": me, "host": HOST, "pid": 1}} for r in revs]
+        for i in range(0, len(docs), batch):
+            bad = [r for r in couch.bulk(docs[i:i + batch]) if "rev" not in r]
+            if bad:
+                raise RuntimeError(f"floor update refused: {bad[:2]}")
+        return len(docs)
+
+    def feed_read():
+        since, got = 0, 0
+        selector = {"$or": [{"worker": "floor"}, {"_deleted": True}, {"owner.process": me}]}
+        while True:
+            results, since = couch.changes(since, selector=selector, limit=1000, deadline_s=120)
+            if not results:
+                return got
+            got += len(results)
+            if got >= n:
+                return got
+
+    def requests_alone():
+        k = 100
+        for _ in range(k):
+            couch.update_seq()
+        return k
+
+    out = {"measured": True, "docs": n, "batch": batch,
+           "write_new_ms": cpu_per_doc(write_new), "write_update_ms": cpu_per_doc(write_update),
+           "feed_read_ms": cpu_per_doc(feed_read), "request_ms": cpu_per_doc(requests_alone)}
+    bench.done_with(couch)
+    return out
 
 
 def post_to_scheduled(bench, samples: int, concurrency: int) -> dict:
@@ -122,6 +255,7 @@ def post_to_scheduled(bench, samples: int, concurrency: int) -> dict:
             time.sleep(0.02)
     finally:
         w.stop()
+    bench.done_with(couch)
     return {"p50_ms": percentile(took_ms, 50), "p99_ms": percentile(took_ms, 99)}
 
 
@@ -143,6 +277,7 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
         rss_empty = rss_bytes(w.proc.pid)
     finally:
         w.stop()
+    bench.done_with(empty)
     couch = bench.database("scale")
     far_s = time.time() + 30 * 86400
     batch = []
@@ -166,6 +301,7 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
                 armed = "%d armed" % n in w.log()
         finally:
             w.stop(timeout_s=120)
+    bench.done_with(couch)
     return {"ready_s": sorted(ready)[len(ready) // 2], "ready_all_s": ready, "rss_empty_bytes": rss_empty,
             "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed}
 
