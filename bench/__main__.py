@@ -109,7 +109,7 @@ def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | N
                         # outcome written through validation, and the worker's feed reading the task once.
                         floor += server["write_new_ms"] + 2 * server["write_update_ms"] + server["feed_read_ms"]
                     results["floor_per_run_ms"] = floor
-                    if "cost_per_run_ms" in results:
+                    if "cost_per_run_ms" in results and floor > 0:
                         results["cost_vs_floor"] = results["cost_per_run_ms"] / floor
                 attempt(results, "floors", step)
             if wanted("backlog"):
