@@ -81,6 +81,9 @@ def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | N
                     results.update(runs_per_s=median_of(runs, "runs_per_s"),
                                    worker_cpu_ms_per_task=median_of(runs, "worker_cpu_ms_per_task"),
                                    throughput_runs=runs)
+                    for part in ("worker_process", "zygote", "jobs"):
+                        if all(f"{part}_cpu_ms_per_task" in r for r in runs):
+                            results[f"{part}_cpu_ms_per_task"] = median_of(runs, f"{part}_cpu_ms_per_task")
                     sizes = [r["zygote_rss_bytes"] for r in runs if r["zygote_rss_bytes"]]
                     results["zygote_rss_bytes"] = max(sizes) if sizes else None
                     cost = results["worker_cpu_ms_per_task"]
@@ -173,9 +176,9 @@ def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | N
                     results.update(rss_bytes_per_pending_task_1m=got["bytes_per_task"], state=got)
                 attempt(results, "state", step)
         finally:
-            bench.close()
+            bench.close(keep)
             if keep:
-                print(f"kept: {work} (worker logs, job stamps)")
+                print(f"kept: {work} (worker logs, job stamps, the server's data)")
     results["load_average_after"] = load_average()
     return results
 
@@ -189,7 +192,9 @@ def targets(results: dict) -> dict:
 
 ROWS = [  # (key, unit); a group title when unit is None
     ("cost of a run (CPU of every process, per run)", None),
-    ("cost_per_run_ms", "ms"), ("worker_cpu_ms_per_task", "ms"), ("server_cpu_ms_per_task", "ms"),
+    ("cost_per_run_ms", "ms"), ("worker_cpu_ms_per_task", "ms"),
+    ("worker_process_cpu_ms_per_task", "ms"), ("zygote_cpu_ms_per_task", "ms"), ("jobs_cpu_ms_per_task", "ms"),
+    ("server_cpu_ms_per_task", "ms"),
     ("floor_per_run_ms", "ms"), ("floor_fork_exit_reap_ms", "ms"), ("floor_child_start_exit_ms", "ms"),
     ("floor_write_new_ms", "ms"), ("floor_write_update_ms", "ms"), ("floor_feed_read_ms", "ms"),
     ("floor_request_ms", "ms"), ("cost_vs_floor", "x"),

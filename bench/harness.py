@@ -57,8 +57,8 @@ class Bench:
         if not isinstance(self.server, OwnPouch):
             self.server.drop(couch)
 
-    def close(self):
-        self.server.close()
+    def close(self, keep: bool = False):
+        self.server.close(keep)
 
 
 def post(couch: Couch, docs: list[dict]) -> None:

@@ -141,6 +141,7 @@ def throughput(bench, n: int, concurrency: int) -> dict:
             zygote_rss = rss_bytes(zygote)
         done_s = wait_count(statuses, "done", n, timeout_s=1800)
         server_cpu1_s = bench.server.cpu_s()
+        split = cpu_split(w.proc.pid, zygote)
     finally:
         w.stop()
     statuses.verify("done", n)
@@ -153,7 +154,26 @@ def throughput(bench, n: int, concurrency: int) -> dict:
     server_ms = None if server_cpu0_s is None else (server_cpu1_s - server_cpu0_s) / n * 1000
     return {"runs_per_s": n / (done_s - start_s), "elapsed_s": done_s - start_s, "claimed_before_due": claimed,
             "worker_cpu_ms_per_task": worker_cpu_s / n * 1000, "server_cpu_ms_per_task": server_ms,
-            "zygote_rss_bytes": zygote_rss, "done_doc": template}
+            "zygote_rss_bytes": zygote_rss, "done_doc": template,
+            **{f"{k}_cpu_ms_per_task": v / n * 1000 for k, v in split.items() if k != "jobs_minor_faults"},
+            "jobs_minor_faults_per_task": split.get("jobs_minor_faults", 0) / n}
+
+
+def cpu_split(worker_pid: int, zygote_pid: int | None) -> dict:
+    """CPU seconds so far of the worker process itself, its zygote itself, and the job
+    processes the zygote reaped (its cutime/cstime): where the worker side's cost goes."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in (("worker_process", worker_pid), ("zygote", zygote_pid)):
+        try:
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, TypeError):
+            continue
+        out[name] = (int(f[11]) + int(f[12])) / tck
+        if name == "zygote":
+            out["jobs"] = (int(f[13]) + int(f[14])) / tck
+            out["jobs_minor_faults"] = int(f[8])   # of the reaped job processes: copy-on-write
+    return out
 
 
 def process_floors(n: int, zygote_rss: int | None) -> dict:
@@ -287,14 +307,20 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
             post(couch, batch)
             batch = []
     post(couch, batch)
-    ready = []
+    ready, worker_cpu, server_cpu = [], [], []
     rss = None
     for _ in range(starts):
         w = bench.worker(couch, "scale", concurrency)
-        t0 = time.monotonic()
+        t0, server0 = time.monotonic(), bench.server.cpu_s()
         try:
             w.start(timeout_s=600)
             ready.append(time.monotonic() - t0)
+            # Where the start-up went: the worker's own CPU (parsing, deciding) and the server's
+            # (reading every document, matching the selector), both until READY.
+            split = cpu_split(w.proc.pid, None)
+            worker_cpu.append(split.get("worker_process"))
+            if server0 is not None:
+                server_cpu.append(bench.server.cpu_s() - server0)
             if rss is None:
                 time.sleep(SETTLE_S)
                 rss = rss_bytes(w.proc.pid)
@@ -303,7 +329,8 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
             w.stop(timeout_s=120)
     bench.done_with(couch)
     return {"ready_s": sorted(ready)[len(ready) // 2], "ready_all_s": ready, "rss_empty_bytes": rss_empty,
-            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed}
+            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed,
+            "worker_cpu_s_to_ready": worker_cpu, "server_cpu_s_to_ready": server_cpu}
 
 
 def state_bytes(n: int) -> dict:

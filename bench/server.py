@@ -155,8 +155,11 @@ class OwnPouch(Server):
         self._run, self._dbs, self.created = "", 0, []
         self._identify()
 
-    def close(self):
-        self._pouch.remove()
+    def close(self, keep: bool = False):
+        if keep:
+            self._pouch.stop()   # its data stays in the work folder, with the logs
+        else:
+            self._pouch.remove()
 
 
 class External(Server):
@@ -173,7 +176,9 @@ class External(Server):
         self._run, self._dbs, self.created = uuid.uuid4().hex[:6], 0, []
         self._identify()
 
-    def close(self):
+    def close(self, keep: bool = False):
+        if keep:
+            return
         for name in list(self.created):
             self.drop(Couch(self.url, name))
 
