@@ -428,8 +428,9 @@ class Zygote:
         wait_until(run.at)
         outcome = run_job(code, module, path, task, self.memory_limit_bytes,
                           on_begin=lambda: self.journal_start(run.run_id))
-        data = memoryview(encode_outcome(outcome))
-        self.journal_result(run, json.loads(bytes(data)))
+        encoded, sent = encode_outcome(outcome)
+        self.journal_result(run, sent)
+        data = memoryview(encoded)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -458,7 +459,7 @@ class Zygote:
 
     def journal_append(self, record: dict):
         try:
-            os.write(self.journal_fd, json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n")
+            os.write(self.journal_fd, JOURNAL_JSON.encode(record).encode() + b"\n")
         except (OSError, TypeError, ValueError):
             pass   # the pipe to the zygote still carries the outcome; the journal is a safety net
 
@@ -581,6 +582,10 @@ class Zygote:
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+# Built before the forks, as jobapi.OUTCOME_JSON is: a child uses it, not a new one.
+JOURNAL_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def close_all_but(keep: set):
