@@ -34,6 +34,7 @@ def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
     couch = bench.database("lateness")
     out = bench.work_dir / f"stamps-{couch.database}.txt"
     statuses = Statuses(couch)
+    server_cpu0_s, worker_cpu0_s = bench.server.cpu_s(), children_cpu_s()
     w = bench.worker(couch, "lateness", concurrency)
     try:
         w.start(timeout_s=60)
@@ -60,15 +61,19 @@ def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
         if len(runs) < n:
             raise RuntimeError(f"lateness: only {len(runs)} of {n} runs started")
         done_s = wait_count(statuses, "done", n, timeout_s=1800)
+        server_cpu_s = None if server_cpu0_s is None else bench.server.cpu_s() - server_cpu0_s
         statuses.verify("done", n)
     finally:
         w.stop()
+    worker_cpu_s = children_cpu_s() - worker_cpu0_s
     bench.done_with(couch)
     late_ms = [(started - at) * 1000 for at, started in runs]
     return {"p50_ms": percentile(late_ms, 50), "p99_ms": percentile(late_ms, 99),
             "max_ms": max(late_ms), "early": sum(1 for x in late_ms if x < 0),
             "claimed_before_due": claimed, "due_per_s": n / window_s if window_s else None,
             "done_per_s": n / (done_s - first_s), "starts_per_s": starts_per_s(runs),
+            "worker_cpu_ms_per_task": worker_cpu_s / n * 1000,
+            "server_cpu_ms_per_task": None if server_cpu_s is None else server_cpu_s / n * 1000,
             **start_order(runs, concurrency)}
 
 
@@ -110,8 +115,15 @@ def backlog(bench, n: int, concurrency: int, overload: float = 2.0) -> dict:
     got = lateness(bench, n, window_s, concurrency)
     got.update(window_s=window_s, overload=overload, steady_starts_per_s=steady["starts_per_s"],
                steady_done_per_s=steady["done_per_s"],
+               steady_worker_cpu_ms_per_task=steady["worker_cpu_ms_per_task"],
+               steady_server_cpu_ms_per_task=steady["server_cpu_ms_per_task"],
                drain_vs_steady=got["starts_per_s"] / steady["starts_per_s"],
                done_vs_steady=got["done_per_s"] / steady["done_per_s"])
+    if got["server_cpu_ms_per_task"] is not None and steady["server_cpu_ms_per_task"] is not None:
+        # The same comparison by CPU per run, which the machine's other load hardly moves:
+        # the rate two idle cores would drain the backlog at, over the steady one.
+        got["cpu_rate_vs_steady"] = ((steady["worker_cpu_ms_per_task"] + steady["server_cpu_ms_per_task"])
+                                     / (got["worker_cpu_ms_per_task"] + got["server_cpu_ms_per_task"]))
     return got
 
 
