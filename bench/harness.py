@@ -8,7 +8,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_JOBS = Path(__file__).resolve().parent / "jobs"
 
@@ -147,13 +146,6 @@ def children_cpu_s() -> float:
     """CPU seconds of this process's reaped descendants (a stopped worker, its zygote, its jobs)."""
     t = os.times()
     return t.children_user + t.children_system
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds a live process has used (utime + stime, proc(5) fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:

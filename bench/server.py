@@ -113,7 +113,8 @@ class Server:
 
     def database(self, prefix: str) -> Couch:
         self._dbs += 1
-        name = f"{DB_PREFIX}{prefix}-{self._run}-{self._dbs}"
+        run = f"{self._run}-" if self._run else ""   # an external server: this run's own names
+        name = f"{DB_PREFIX}{prefix}-{run}{self._dbs}"
         couch = Couch(self.url, name, timeout_s=120)
         couch.ensure_database()
         couch.ensure_design()
