@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from afterd.couch import Couch, CouchError, mask_url, split_credentials
 
 ENV_URL = "AFTER_BENCH_COUCHDB_URL"
+# The processes whose CPU is the server's: CouchDB's Erlang VM, pouchdb-server's node.
+SERVER_PROCESSES = {"beam.smp", "beam", "couchdb", "node"}
 DB_PREFIX = "after-bench-"
 
 
@@ -171,17 +173,31 @@ class External(Server):
         base, _, _ = split_credentials(url)
         self.safe_url = mask_url(url.rstrip("/"))
         parts = urlsplit(base)
-        self.pid = None
+        self.pid, self.listener = None, None
         if parts.hostname in ("127.0.0.1", "localhost", "::1") or _is_local(parts.hostname):
-            self.pid = listening_pid(parts.port or (443 if parts.scheme == "https" else 80))
+            pid = listening_pid(parts.port or (443 if parts.scheme == "https" else 80))
+            self.listener = _comm(pid) if pid else None
+            # Only the server itself: a proxy in front of it (docker-proxy, a TLS
+            # terminator) would give its own CPU for the server's.
+            if self.listener in SERVER_PROCESSES:
+                self.pid = pid
         self._run, self._dbs, self.created = uuid.uuid4().hex[:6], 0, []
         self._identify()
+        if self.listener:
+            self.info["listener"] = self.listener
 
     def close(self, keep: bool = False):
         if keep:
             return
         for name in list(self.created):
             self.drop(Couch(self.url, name))
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
 
 
 def _is_local(host: str) -> bool:
