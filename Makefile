@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: all deps run test test-quick bench bench-quick soak deb clean
+.PHONY: all deps bench-deps run test test-quick bench bench-quick soak deb clean
 
 all: test
 
@@ -34,10 +34,19 @@ test: deps
 test-quick: deps
 	$(PY) -m pytest -m "not systemd and not deb" $(PYTEST_ARGS)
 
-bench: deps
+# The bench's peer (APScheduler, pinned in bench/requirements.txt) goes into the same venv,
+# by this target only: after does not depend on it. AFTER_BENCH_COUCHDB_URL runs the bench
+# against that CouchDB instead of a pouchdb-server of its own (docs/benchmarks.md).
+$(VENV)/.bench-stamp: $(VENV)/.stamp bench/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench-deps: deps $(VENV)/.bench-stamp
+
+bench: bench-deps
 	$(PY) -m bench $(BENCH_ARGS)
 
-bench-quick: deps
+bench-quick: bench-deps
 	$(PY) -m bench --quick $(BENCH_ARGS)
 
 soak: deps

@@ -7,6 +7,7 @@ used; docs/couchdb-differences.md says where they differ and how this client cop
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
@@ -354,19 +355,31 @@ class Couch:
         document. `limit` counts matching rows, so an empty page is the end. `conflicts`
         adds `_conflicts` to a document that has conflicting revisions.
         """
-        since = "0"
         params = {"include_docs": "true", "limit": page_size, **selector_params(selector)}
         if conflicts:
             params["conflicts"] = "true"
-        while True:
-            answer = self._request(
+        # The server reads the next page while the caller handles this one (its own
+        # Session: one per thread): at start-up the worker's parsing and the server's
+        # reading overlap on two cores instead of taking turns. Same pages, same order.
+        fetcher = self.clone()
+
+        def page(since):
+            return fetcher._request(
                 "POST", self._db_path + "/_changes", params={**params, "since": since},
                 body={"selector": selector}, what="_changes", timeout=(self.timeout_s, SCAN_READ_TIMEOUT_S)).json()
-            results = answer["results"]
-            if not results:
-                return
-            yield [r["doc"] for r in results if r.get("doc") and not r.get("deleted")]
-            since = answer["last_seq"]
+
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="after-scan") as pool:
+                pending = pool.submit(page, "0")
+                while True:
+                    answer = pending.result()
+                    results = answer["results"]
+                    if not results:
+                        return
+                    pending = pool.submit(page, answer["last_seq"])
+                    yield [r["doc"] for r in results if r.get("doc") and not r.get("deleted")]
+        finally:
+            fetcher.session.close()
 
     def docs_with_prefix(self, prefix: str) -> list[dict]:
         """Every document whose id starts with `prefix`, from the primary index (_all_docs)."""

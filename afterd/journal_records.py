@@ -24,9 +24,14 @@ def record(kind: str, run_id: str, **fields) -> dict:
     return {"t": kind, "run": run_id, **fields}
 
 
+# Built once: json.dumps with options builds an encoder per call, and the zygote's
+# children encode two records per run (bench: part of 5.84 -> 5.64 ms CPU per run).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def encode(rec: dict) -> bytes:
     """One line of the journal: compact JSON and a newline, written with one write(2)."""
-    return json.dumps(rec, separators=(",", ":"), default=str).encode() + b"\n"
+    return _ENCODER.encode(rec).encode() + b"\n"
 
 
 def start_record(run_id: str, began_at_epoch_s: float) -> dict:

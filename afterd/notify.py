@@ -6,7 +6,6 @@ is not Type=notify), so the worker calls these unconditionally.
 
 import logging
 import os
-import socket
 from datetime import datetime, timezone
 
 import sdnotify

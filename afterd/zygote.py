@@ -433,8 +433,9 @@ class Zygote:
         wait_until(run.at_epoch_s)
         outcome = run_job(code, module, path, task, self.memory_limit_bytes,
                           on_begin=lambda: self.journal_start(run.run_id))
-        data = memoryview(encode_outcome(outcome))
-        self.journal_result(run, json.loads(bytes(data)))
+        encoded, sent = encode_outcome(outcome)
+        self.journal_result(run, sent)
+        data = memoryview(encoded)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

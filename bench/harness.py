@@ -8,18 +8,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_JOBS = Path(__file__).resolve().parent / "jobs"
 
 # The test suite's server and worker drivers, reused as they are (by path: tests/ is no package).
 sys.path.insert(0, str(ROOT / "tests"))
-from couchdb_server import PouchServer  # noqa: E402
 from workers import WorkerProcess  # noqa: E402
 
 from afterd.couch import Couch  # noqa: E402
 from afterd.task import format_date  # noqa: E402
+from bench.server import OwnPouch, open_server  # noqa: E402
 
 POST_CHUNK = 1000          # documents per _bulk_docs when loading tasks
 POLL_S = 0.2   # the end time is known to this much; each look costs pouchdb-server a request
@@ -37,19 +35,14 @@ def ms_epoch(epoch_s: float) -> float:
 
 
 class Bench:
-    """One pouchdb-server (LevelDB in a temporary folder) for the whole run."""
+    """One server for the whole run: the bench's own pouchdb-server, or AFTER_BENCH_COUCHDB_URL."""
 
     def __init__(self, work_dir: Path):
         self.work_dir = Path(work_dir)
-        self.server = PouchServer(self.work_dir / "couch").start()
-        self._dbs = 0
+        self.server = open_server(self.work_dir)
 
     def database(self, prefix: str) -> Couch:
-        self._dbs += 1
-        couch = Couch(self.server.url, f"{prefix}-{self._dbs}", timeout_s=120)
-        couch.ensure_database()
-        couch.ensure_design()
-        return couch
+        return self.server.database(prefix)
 
     def worker(self, couch: Couch, tag: str, concurrency: int, **env) -> WorkerProcess:
         state = self.work_dir / f"state-{tag}-{couch.database}"
@@ -58,8 +51,13 @@ class Bench:
         return WorkerProcess(WORKER, self.server.url, couch.database, state, jobs_dir=BENCH_JOBS,
                              env=settings, log_path=self.work_dir / f"{tag}-{couch.database}.log")
 
-    def close(self):
-        self.server.remove()
+    def done_with(self, couch: Couch) -> None:
+        """A measurement is over: an external server gets its space back at once."""
+        if not isinstance(self.server, OwnPouch):
+            self.server.drop(couch)
+
+    def close(self, keep: bool = False):
+        self.server.close(keep)
 
 
 def post(couch: Couch, docs: list[dict]) -> None:
@@ -78,26 +76,51 @@ def task(job: str, date_s: float, arguments: dict, **fields) -> dict:
 class Statuses:
     """Every task's status, as CouchDB has it, followed through _changes (normal feed, from
     where the last look ended). Not a view: pouchdb-server indexes a view on the query, which
-    takes seconds per 1,000 changes and stalls every other request meanwhile."""
+    takes seconds per 1,000 changes and stalls every other request meanwhile.
 
-    def __init__(self, couch: Couch):
+    Cheap by default: the feed without documents, so the bench's own look costs the server
+    little (it is counted in the cost per run). A task's revision generation tells how far
+    it got, as long as each step is one write: 1 = posted, 2 = claimed (`scheduled`),
+    3 = its outcome (`done` for the bench's short jobs; a run past RUNNING_WRITE_HOLD_S
+    writes `running` first). `verify()` reads the documents once at the end and checks
+    that the statuses are what the generations said."""
+
+    GENERATION = {"waiting": 1, "scheduled": 2, "done": 3}
+
+    def __init__(self, couch: Couch, with_docs: bool = False):
         self.couch = couch
-        self.session = requests.Session()
+        self.with_docs = with_docs
         self.since = 0
         self.status: dict[str, str] = {}
+        self.generation: dict[str, int] = {}
 
     def refresh(self) -> "Statuses":
-        url = f"{self.couch.base_url}/{self.couch.database}/_changes"
-        body = self.session.get(url, params={"since": json.dumps(self.since), "include_docs": "true"},
-                                timeout=120).json()
+        params = {"since": json.dumps(self.since) if isinstance(self.since, int) else self.since}
+        if self.with_docs:
+            params["include_docs"] = "true"
+        body = self.couch._request("GET", self.couch._db_path + "/_changes", params=params,
+                                   what="_changes", timeout=(120, 120)).json()
         for row in body["results"]:
-            if not row["id"].startswith(("_design/", "after:")):
+            if row["id"].startswith(("_design/", "after:")):
+                continue
+            self.generation[row["id"]] = int(row["changes"][0]["rev"].split("-", 1)[0])
+            if self.with_docs:
                 self.status[row["id"]] = (row.get("doc") or {}).get("status")
         self.since = body["last_seq"]
         return self
 
     def count(self, status: str) -> int:
-        return sum(1 for s in self.status.values() if s == status)
+        if self.with_docs:
+            return sum(1 for s in self.status.values() if s == status)
+        want = self.GENERATION[status]
+        return sum(1 for g in self.generation.values() if g >= want)
+
+    def verify(self, status: str, n: int) -> None:
+        """Read every task once: n of them must have `status` (what count() inferred)."""
+        seen = Statuses(self.couch, with_docs=True).refresh()
+        if seen.count(status) < n:
+            bad = sorted({s for s in seen.status.values() if s != status})
+            raise RuntimeError(f"only {seen.count(status)} of {n} tasks are {status} (others: {bad})")
 
 
 def wait_count(statuses: Statuses, status: str, n: int, timeout_s: float) -> float:
@@ -123,13 +146,6 @@ def children_cpu_s() -> float:
     """CPU seconds of this process's reaped descendants (a stopped worker, its zygote, its jobs)."""
     t = os.times()
     return t.children_user + t.children_system
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds a live process has used (utime + stime, proc(5) fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.harness import HOST, WORKER, Statuses, children_cpu_s, process_cpu_s, ms_epoch, percentile, post, rss_bytes, task, wait_count
+from bench.harness import HOST, WORKER, Statuses, children_cpu_s, ms_epoch, percentile, post, rss_bytes, task, wait_count
+from bench.server import descendants
 
 HERE = Path(__file__).resolve().parent
 LEAD_S = 3.0                 # head start before the first date, plus per task:
@@ -26,10 +27,14 @@ def _wait_claimed(statuses, n, due_s) -> bool:
 
 
 def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
-    """n stamp tasks due evenly across window_s; lateness = the job's first line minus the date."""
+    """n stamp tasks due evenly across window_s; lateness = the job's first line minus the date.
+
+    Also how the runs went when they came due faster than the machine starts them: the order
+    they started in (against their dates) and the rate at which all were done."""
     couch = bench.database("lateness")
     out = bench.work_dir / f"stamps-{couch.database}.txt"
     statuses = Statuses(couch)
+    server_cpu0_s, worker_cpu0_s = bench.server.cpu_s(), children_cpu_s()
     w = bench.worker(couch, "lateness", concurrency)
     try:
         w.start(timeout_s=60)
@@ -49,18 +54,77 @@ def lateness(bench, n: int, window_s: float, concurrency: int) -> dict:
             if len(lines) > seen:
                 seen, stalled_at = len(lines), max(stalled_at, time.monotonic())
             time.sleep(0.2)
-        late_ms = []
+        runs = []
         for line in lines:
             _, at, started = line.split()
-            late_ms.append((float(started) - float(at)) * 1000)
-        if len(late_ms) < n:
-            raise RuntimeError(f"lateness: only {len(late_ms)} of {n} runs started")
-        wait_count(statuses, "done", n, timeout_s=1800)
+            runs.append((float(at), float(started)))
+        if len(runs) < n:
+            raise RuntimeError(f"lateness: only {len(runs)} of {n} runs started")
+        done_s = wait_count(statuses, "done", n, timeout_s=1800)
+        server_cpu_s = None if server_cpu0_s is None else bench.server.cpu_s() - server_cpu0_s
+        statuses.verify("done", n)
     finally:
         w.stop()
+    worker_cpu_s = children_cpu_s() - worker_cpu0_s
+    bench.done_with(couch)
+    late_ms = [(started - at) * 1000 for at, started in runs]
     return {"p50_ms": percentile(late_ms, 50), "p99_ms": percentile(late_ms, 99),
             "max_ms": max(late_ms), "early": sum(1 for x in late_ms if x < 0),
-            "claimed_before_due": claimed}
+            "claimed_before_due": claimed, "due_per_s": n / window_s if window_s else None,
+            "done_per_s": n / (done_s - first_s), "starts_per_s": starts_per_s(runs),
+            "worker_cpu_ms_per_task": worker_cpu_s / n * 1000,
+            "server_cpu_ms_per_task": None if server_cpu_s is None else server_cpu_s / n * 1000,
+            **start_order(runs, concurrency)}
+
+
+def starts_per_s(runs: list[tuple[float, float]]) -> float:
+    """The rate runs started at, from the first start to the last (the jobs' own clocks)."""
+    starts = [started for _, started in runs]
+    span = max(starts) - min(starts)
+    return (len(starts) - 1) / span if span > 0 else float("inf")
+
+
+def start_order(runs: list[tuple[float, float]], concurrency: int) -> dict:
+    """How far the start order strays from the date order, for runs (date, start):
+    `displacement`, per run, |its rank by start - its rank by date|: runs given slots at the
+    same moment race to their first line, so a displacement up to the number of slots is
+    still date order; `inversion`, per run, how much later it started than the earliest
+    start of a run due after it (0 when none due later started before it)."""
+    by_date = sorted(range(len(runs)), key=lambda k: (runs[k][0], k))
+    date_rank = {k: r for r, k in enumerate(by_date)}
+    by_start = sorted(range(len(runs)), key=lambda k: runs[k][1])
+    moved = [abs(r - date_rank[k]) for r, k in enumerate(by_start)]
+    inversion_s, later_min = 0.0, float("inf")
+    for k in reversed(by_date):
+        inversion_s = max(inversion_s, runs[k][1] - later_min)
+        later_min = min(later_min, runs[k][1])
+    return {"order_max_displacement": max(moved, default=0),
+            "order_displaced_beyond_slots": sum(1 for m in moved if m > concurrency) / max(1, len(moved)),
+            "order_max_inversion_ms": inversion_s * 1000}
+
+
+def backlog(bench, n: int, concurrency: int, overload: float = 2.0) -> dict:
+    """More runs due than the machine starts. First the steady rate: n stamp tasks all due
+    at once (the rate the machine starts runs when it has them all). Right after, with the
+    same job and n: tasks due one after another at `overload` x that rate. They must start
+    in date order, and the backlog drain at >= 90% of the steady rate. Both rates are
+    starts per second by the jobs' own clocks (no polling granularity), measured back to
+    back so that what else the machine runs weighs on both alike."""
+    steady = lateness(bench, n, 0.0, concurrency)
+    window_s = n / (overload * steady["starts_per_s"])
+    got = lateness(bench, n, window_s, concurrency)
+    got.update(window_s=window_s, overload=overload, steady_starts_per_s=steady["starts_per_s"],
+               steady_done_per_s=steady["done_per_s"],
+               steady_worker_cpu_ms_per_task=steady["worker_cpu_ms_per_task"],
+               steady_server_cpu_ms_per_task=steady["server_cpu_ms_per_task"],
+               drain_vs_steady=got["starts_per_s"] / steady["starts_per_s"],
+               done_vs_steady=got["done_per_s"] / steady["done_per_s"])
+    if got["server_cpu_ms_per_task"] is not None and steady["server_cpu_ms_per_task"] is not None:
+        # The same comparison by CPU per run, which the machine's other load hardly moves:
+        # the rate two idle cores would drain the backlog at, over the steady one.
+        got["cpu_rate_vs_steady"] = ((steady["worker_cpu_ms_per_task"] + steady["server_cpu_ms_per_task"])
+                                     / (got["worker_cpu_ms_per_task"] + got["server_cpu_ms_per_task"]))
+    return got
 
 
 def aps_lateness(n: int, window_s: float) -> dict:
@@ -72,30 +136,151 @@ def aps_lateness(n: int, window_s: float) -> dict:
     return json.loads(proc.stdout)
 
 
+def zygote_of(worker_pid: int) -> int | None:
+    for pid in descendants(worker_pid):
+        try:
+            if b"afterd.zygote" in open(f"/proc/{pid}/cmdline", "rb").read():
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 def throughput(bench, n: int, concurrency: int) -> dict:
     """n no-op tasks all due at the same moment: from that moment until all are `done` in CouchDB."""
     couch = bench.database("throughput")
     statuses = Statuses(couch)
-    server_cpu0_s, worker_cpu0_s = process_cpu_s(bench.server.proc.pid), children_cpu_s()
+    server_cpu0_s, worker_cpu0_s = bench.server.cpu_s(), children_cpu_s()
     w = bench.worker(couch, "throughput", concurrency)
+    zygote_rss = None
     try:
         w.start(timeout_s=60)
         due_s = ms_epoch(time.time() + LEAD_S + n * CLAIM_S_PER_TASK)
         post(couch, [task("noop", due_s, {}) for _ in range(n)])
         claimed = _wait_claimed(statuses, n, due_s)
+        zygote = zygote_of(w.proc.pid)
         start_s = max(due_s, time.time())
         if start_s > time.time():
             time.sleep(start_s - time.time())
+        # CPU at the due moment: what the runs themselves cost (not the POSTs and claims
+        # before) is the difference at the end, the part that bounds runs_per_s.
+        split_due, server_due_s = cpu_split(w.proc.pid, zygote), bench.server.cpu_s()
+        time.sleep(0.5)
+        if zygote:   # its size under load: the floor's fork is timed from a process this big
+            zygote_rss = rss_bytes(zygote)
         done_s = wait_count(statuses, "done", n, timeout_s=1800)
-        server_cpu_s = process_cpu_s(bench.server.proc.pid) - server_cpu0_s
+        server_cpu1_s = bench.server.cpu_s()
+        split = cpu_split(w.proc.pid, zygote)
     finally:
         w.stop()
+    statuses.verify("done", n)
+    template = next(iter(couch.scan({"status": "done"}, page_size=1)))[0]
+    bench.done_with(couch)
     # CPU per task from POST to done (claim, run, outcome), whatever else the machine runs:
     # the worker with its zygote and job processes (reaped, so counted once it stopped), and
-    # pouchdb-server (which also served the bench's own posts and looks).
+    # the server (which also served the bench's posts and its looks at the feed).
     worker_cpu_s = children_cpu_s() - worker_cpu0_s
-    return {"runs_per_s": n / (done_s - start_s), "elapsed_s": done_s - start_s, "claimed_before_due": claimed,
-            "worker_cpu_ms_per_task": worker_cpu_s / n * 1000, "server_cpu_ms_per_task": server_cpu_s / n * 1000}
+    server_ms = None if server_cpu0_s is None else (server_cpu1_s - server_cpu0_s) / n * 1000
+    window_s = sum(split[k] - split_due.get(k, 0.0) for k in ("worker_process", "zygote", "jobs") if k in split)
+    if server_due_s is not None:
+        window_s += server_cpu1_s - server_due_s
+    return {"runs_per_s": n / (done_s - start_s), "run_cpu_ms_per_task": window_s / n * 1000, "elapsed_s": done_s - start_s, "claimed_before_due": claimed,
+            "worker_cpu_ms_per_task": worker_cpu_s / n * 1000, "server_cpu_ms_per_task": server_ms,
+            "zygote_rss_bytes": zygote_rss, "done_doc": template,
+            **{f"{k}_cpu_ms_per_task": v / n * 1000 for k, v in split.items() if k != "jobs_minor_faults"},
+            "jobs_minor_faults_per_task": split.get("jobs_minor_faults", 0) / n}
+
+
+def cpu_split(worker_pid: int, zygote_pid: int | None) -> dict:
+    """CPU seconds so far of the worker process itself, its zygote itself, and the job
+    processes the zygote reaped (its cutime/cstime): where the worker side's cost goes."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in (("worker_process", worker_pid), ("zygote", zygote_pid)):
+        try:
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, TypeError):
+            continue
+        out[name] = (int(f[11]) + int(f[12])) / tck
+        if name == "zygote":
+            out["jobs"] = (int(f[13]) + int(f[14])) / tck
+            out["jobs_minor_faults"] = int(f[8])   # of the reaped job processes: copy-on-write
+    return out
+
+
+def process_floors(n: int, zygote_rss: int | None) -> dict:
+    """Fork, exit and reap of a process the zygote's size; a child's start and exit (bench/floors.py)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.floors", str(n), str(zygote_rss or 0)],
+                          capture_output=True, text=True, cwd=HERE.parent, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.floors failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def server_floors(bench, n: int, done_doc: dict | None, batch: int = 100) -> dict:
+    """What the server under test spends, in CPU ms per document, on the least a run needs of
+    it, with nothing else running: a new task written through validate_doc_update (the
+    user's POST), an update of it (the claim; the outcome costs the same), one feed read of a
+    document (what a worker's feed pays per change, and per echo of its own writes), and one
+    HTTP request alone. Documents are written in batches of `batch` (the marginal cost of a
+    document: the floor), shaped like a finished bench task (`done_doc`, from the
+    throughput run) so the size that validation and the feed handle is the real one."""
+    if bench.server.cpu_s() is None:
+        return {"measured": False}
+    couch = bench.database("floors")
+    me = f"{WORKER}:{HOST}:9"
+    shape = {k: v for k, v in (done_doc or {}).items() if not k.startswith("_")}
+    if not shape:
+        shape = task("noop", time.time() + 86400, {})
+        shape.update(status="done", result=None, runs=1, started_at=shape["date"], finished_at=shape["date"],
+                     owner={"process": me, "host": HOST, "pid": 1}, anchor=shape["date"], occurrence=0)
+    new = [{**shape, "status": "waiting", "worker": "floor"} for _ in range(n)]
+    for d in new:
+        d.pop("owner", None)
+
+    def cpu_per_doc(write) -> float:
+        c0 = bench.server.cpu_s()
+        count = write()
+        return (bench.server.cpu_s() - c0) / count * 1000
+
+    revs = []
+
+    def write_new():
+        for i in range(0, n, batch):
+            revs.extend(r for r in couch.bulk(new[i:i + batch]) if "rev" in r)
+        return n
+
+    def write_update():
+        docs = [{**shape, "_id": r["id"], "_rev": r["rev"], "worker": "floor",
+                 "owner": {"process": me, "host": HOST, "pid": 1}} for r in revs]
+        for i in range(0, len(docs), batch):
+            bad = [r for r in couch.bulk(docs[i:i + batch]) if "rev" not in r]
+            if bad:
+                raise RuntimeError(f"floor update refused: {bad[:2]}")
+        return len(docs)
+
+    def feed_read():
+        since, got = 0, 0
+        selector = {"$or": [{"worker": "floor"}, {"_deleted": True}, {"owner.process": me}]}
+        while True:
+            results, since = couch.changes(since, selector=selector, limit=1000, deadline_s=120)
+            if not results:
+                return got
+            got += len(results)
+            if got >= n:
+                return got
+
+    def requests_alone():
+        k = 100
+        for _ in range(k):
+            couch.update_seq()
+        return k
+
+    out = {"measured": True, "docs": n, "batch": batch,
+           "write_new_ms": cpu_per_doc(write_new), "write_update_ms": cpu_per_doc(write_update),
+           "feed_read_ms": cpu_per_doc(feed_read), "request_ms": cpu_per_doc(requests_alone)}
+    bench.done_with(couch)
+    return out
 
 
 def post_to_scheduled(bench, samples: int, concurrency: int) -> dict:
@@ -122,6 +307,7 @@ def post_to_scheduled(bench, samples: int, concurrency: int) -> dict:
             time.sleep(0.02)
     finally:
         w.stop()
+    bench.done_with(couch)
     return {"p50_ms": percentile(took_ms, 50), "p99_ms": percentile(took_ms, 99)}
 
 
@@ -143,6 +329,7 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
         rss_empty = rss_bytes(w.proc.pid)
     finally:
         w.stop()
+    bench.done_with(empty)
     couch = bench.database("scale")
     far_s = time.time() + 30 * 86400
     batch = []
@@ -152,22 +339,30 @@ def scale(bench, n: int, concurrency: int, starts: int) -> dict:
             post(couch, batch)
             batch = []
     post(couch, batch)
-    ready = []
+    ready, worker_cpu, server_cpu = [], [], []
     rss = None
     for _ in range(starts):
         w = bench.worker(couch, "scale", concurrency)
-        t0 = time.monotonic()
+        t0, server0 = time.monotonic(), bench.server.cpu_s()
         try:
             w.start(timeout_s=600)
             ready.append(time.monotonic() - t0)
+            # Where the start-up went: the worker's own CPU (parsing, deciding) and the server's
+            # (reading every document, matching the selector), both until READY.
+            split = cpu_split(w.proc.pid, None)
+            worker_cpu.append(split.get("worker_process"))
+            if server0 is not None:
+                server_cpu.append(bench.server.cpu_s() - server0)
             if rss is None:
                 time.sleep(SETTLE_S)
                 rss = rss_bytes(w.proc.pid)
                 armed = "%d armed" % n in w.log()
         finally:
             w.stop(timeout_s=120)
+    bench.done_with(couch)
     return {"ready_s": sorted(ready)[len(ready) // 2], "ready_all_s": ready, "rss_empty_bytes": rss_empty,
-            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed}
+            "rss_bytes": rss, "bytes_per_task": (rss - rss_empty) / n, "all_armed": armed,
+            "worker_cpu_s_to_ready": worker_cpu, "server_cpu_s_to_ready": server_cpu}
 
 
 def state_bytes(n: int) -> dict:
