@@ -126,8 +126,8 @@ def takeover(status: str, task_date: datetime, heartbeat: dict | None,
     """What a live process does with a task whose owner's lease has ended."""
     if journal_state == "outcome":
         return WRITE_OUTCOME
-    if status in ("reschedule", "cancel", "waiting"):
-        return CLAIM  # the user's word counts; nothing was running
+    if status in ("reschedule", "cancel", "waiting", "pause", "paused", "resume", "run"):
+        return CLAIM  # the user's word counts (a paused task stays paused: Worker._claim)
     if status == "running":
         if journal_state == "intent":
             return CLAIM  # journaled but never started

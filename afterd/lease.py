@@ -20,7 +20,8 @@ from afterd.couch import Conflict, CouchError, NotFound
 
 log = logging.getLogger("after.lease")
 
-ACTIVE = ["waiting", "scheduled", "running", "reschedule", "cancel"]
+# Statuses a worker acts on (`paused` is held by nobody's timer: a `resume` comes by the feed).
+ACTIVE = ["waiting", "scheduled", "running", "reschedule", "cancel", "pause", "resume", "run"]
 # stop() waits for the thread at most one request timeout of its store (Couch's
 # timeout_s; this when the store has none) plus a margin.
 STOP_WAIT_DEFAULT_S = 10.0

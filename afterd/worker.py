@@ -453,6 +453,9 @@ class Worker:
             self._forget(doc["_id"], status)
         elif status == "scheduled" and entry.phase in ("new", "finishing"):
             self._arm(entry)
+        elif status == "paused":
+            self.timers.disarm(entry.id)
+            entry.phase = "held"
 
     def _ev_started(self, run_id, started_at_s):
         task_id = self.runs.get(run_id)
@@ -609,6 +612,10 @@ class Worker:
         if status == "cancel":
             self._write(entry, {**doc, "status": "canceled", "owner": self.me.owner_field(),
                                 "finished_at": format_date(clock.now())}, "canceled")
+        elif status in ("pause", "paused"):
+            self._hold_paused(entry, write=status == "pause")
+        elif status in ("resume", "run"):
+            self._claim(entry, reset_anchor=False, run_now=status == "run")
         elif status in ("waiting", "reschedule") or not mine:
             self._claim(entry, reset_anchor=True)
         elif status == "scheduled":
@@ -624,18 +631,31 @@ class Worker:
             self._refuse(doc, e)
             return None
 
-    def _claim(self, entry, reset_anchor):
+    def _claim(self, entry, reset_anchor, run_now=False):
         doc = entry.doc
         task = self._task_or_refuse(doc)
         if task is None:
             return
-        claimed = {**doc, "status": "scheduled", "owner": self.me.owner_field()}
+        # A paused task stays paused whoever holds it (a takeover must not resume it).
+        status = "paused" if doc.get("status") in ("pause", "paused") else "scheduled"
+        claimed = {**doc, "status": status, "owner": self.me.owner_field()}
+        if run_now:
+            # An extra run, due now: the field keeps the request across a crash, and the
+            # run's own id (claims.run_id of this instant) keeps it apart from occurrences.
+            claimed["run_now"] = format_date(clock.now())
         if reset_anchor or "anchor" not in doc:
             claimed["anchor"] = format_date(task.date)
             claimed["occurrence"] = 0
         claimed.pop("running", None)
         entry.phase = "new"
         self._write(entry, claimed, "claim")
+
+    def _hold_paused(self, entry, write: bool):
+        """`pause`: disarm and say `paused`; `paused`: hold it, armed by nobody."""
+        self.timers.disarm(entry.id)
+        entry.phase = "held"
+        if write:
+            self._write(entry, {**entry.doc, "status": "paused", "owner": self.me.owner_field()}, "paused")
 
     def _refuse(self, doc, error):
         """A document no worker can use (it got past validation): end it as error, saying why."""
@@ -651,14 +671,14 @@ class Worker:
         task = self._task_or_refuse(doc)
         if task is None:
             return
+        run, due = run_key(doc, task)
         if self._predecessor:   # only after a restart over a journal with open runs
-            run = claims.run_id(task.id, format_date(task.date), doc.get("attempts", 0))
             prior = self._predecessor.pop(run, None)
             if prior is not None and prior.state in ("started", "outcome"):
                 self._settle_predecessor(entry, run, prior)
                 return
         entry.phase = "armed"
-        self.timers.arm(entry.id, max(task.date.timestamp(), entry.not_before_s))
+        self.timers.arm(entry.id, max(due.timestamp(), entry.not_before_s))
 
     def _recover_running(self, entry):
         """Ours and `running`, but not in this process: our predecessor in this slot ran it."""
@@ -749,7 +769,7 @@ class Worker:
                      extra=about_doc(doc))
             if decision == claims.CLAIM:
                 entry.confirm_first = True
-                self._claim(entry, reset_anchor=status == "reschedule")
+                self._claim(entry, reset_anchor=status == "reschedule", run_now=status == "run")
             elif decision == claims.WRITE_OUTCOME:
                 entry.taking_from = process
                 self._settle_predecessor(entry, run, rec)
@@ -773,7 +793,7 @@ class Worker:
                 entry.latest = entry.latest or entry.doc  # start once the write is answered
                 continue
             task = parse_task(entry.doc)
-            at_s = max(task.date.timestamp(), now_s)
+            at_s = max(run_key(entry.doc, task)[1].timestamp(), now_s)
             if not self._lease_ok(at_s):
                 # We cannot know we still own it: do not start; resume when the lease is back.
                 entry.phase = "paused"
@@ -790,15 +810,14 @@ class Worker:
             self._backlog_since_s = None
 
     def _begin(self, entry, task, at_s):
-        attempts = entry.doc.get("attempts", 0)
-        run = claims.run_id(task.id, format_date(task.date), attempts)
+        run, due = run_key(entry.doc, task)
         entry.run_id, entry.phase, entry.cancel = run, "starting", False
         self.runs[run] = task.id
         entry.spec = RunSpec(run_id=run, task_id=task.id, job=task.job_name, at_epoch_s=at_s,
                              timeout_s=task.timeout_s or self.settings.default_timeout_s,
                              task={"id": task.id, "worker": task.worker, "date": format_date(task.date),
                                    "arguments": task.arguments, "doc": entry.doc},
-                             queued_since_s=self._queued_since(task.date.timestamp()))
+                             queued_since_s=self._queued_since(due.timestamp()))
         self.journal.add("intent", run, task=task.id, date=format_date(task.date))
         if entry.confirm_first:
             # After a lapse or a takeover: start only once CouchDB confirms we still own it.
@@ -860,6 +879,11 @@ class Worker:
                   "finished_at": finished, "queued_ms": round(outcome.queued_ms, 3),
                   "attempts": 0}
         next_k = next_date = None
+        if "run_now" in doc and doc.get("repeat") is not None and status != "canceled":
+            # An extra run (`status: run`): the chain keeps its next date and occurrence.
+            update.update({"status": "scheduled", "last_run": run_record})
+            update["_remove"] = ["running", "run_now"]
+            return update
         if status != "canceled" and doc.get("repeat") is not None:
             try:
                 task = parse_task(doc)
@@ -879,7 +903,7 @@ class Worker:
                 update["result"] = outcome.result
             else:
                 update["error"] = outcome.error
-        update["_remove"] = ["running"] + (["error"] if outcome.ok else ["result"])
+        update["_remove"] = ["running", "run_now"] + (["error"] if outcome.ok else ["result"])
         return update
 
     def _write_outcome(self, entry, base):
@@ -896,6 +920,8 @@ class Worker:
             return
         if base.get("status") == "cancel":
             doc["status"] = "canceled"
+        elif base.get("status") in ("pause", "paused") and doc.get("status") == "scheduled":
+            doc["status"] = "paused"   # paused while it ran: the run finished, the chain waits
         doc["owner"] = self.me.owner_field()
         entry.phase = "finishing"
         run = entry.run_id or (base.get("running") or {}).get("run") or ""
@@ -1006,6 +1032,20 @@ class _Outcome:
     started_at_s: float | None
     finished_at_s: float
     queued_ms: float
+
+
+def run_key(doc: dict, task):
+    """(run id, due datetime) of the run a task's document asks for next: its occurrence,
+    or an extra run requested with `status: run` (`run_now`)."""
+    attempts = doc.get("attempts", 0)
+    extra = doc.get("run_now")
+    if isinstance(extra, str):
+        try:
+            at = parse_date(extra)
+            return claims.run_id(task.id, "now:" + format_date(at), attempts), min(at, task.date)
+        except TaskError:
+            pass
+    return claims.run_id(task.id, format_date(task.date), attempts), task.date
 
 
 def claim_race_grace(quorum: dict) -> float:
