@@ -24,9 +24,9 @@ import signal
 import socket
 import zlib
 from collections import deque
-from dataclasses import dataclass
 
 from afterd import claims, clock, journal
+from afterd import outcome as outcomes
 from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
 from afterd.exits import EXIT_NOPERM, EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE
@@ -35,7 +35,6 @@ from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
 from afterd.logs import about, about_doc, setup_logging
 from afterd.metrics import Metrics, outcome_kind
 from afterd.notify import Notifier, status_line
-from afterd.repeat import plan
 from afterd.runner import FORK_AHEAD_S, Runner, RunSpec
 from afterd.task import FINAL, TaskError, format_date, normalize_status, parse_date, parse_task
 from afterd.timers import Timers
@@ -697,12 +696,7 @@ class Worker:
     def _settle_predecessor(self, entry, run, prior):
         if prior is not None and prior.outcome is None and prior.result is not None:
             # The job finished but the worker died before it heard: the child's own record.
-            res = prior.result
-            outcome = _Outcome(run_id=run, ok=bool(res.get("ok")), result=res.get("result"),
-                               error=res.get("error"), started_at_s=res.get("started_at_s"),
-                               finished_at_s=res.get("finished_at_s") or clock.epoch_s(),
-                               queued_ms=res.get("queued_ms") or 0.0)
-            prior.outcome = self._outcome_fields(entry, outcome)
+            prior.outcome = self._outcome_fields(entry, outcomes.from_journal(run, prior.result, clock.epoch_s()))
         if prior is not None and prior.outcome is not None:
             entry.outcome = prior.outcome
             entry.phase = "finishing"
@@ -730,13 +724,8 @@ class Worker:
             return
         log.warning("task %s: run %s interrupted (%s); not run again", doc["_id"], run, how,
                     extra=about_doc(doc, run))
-        error = {"type": "Interrupted", "run": run, "traceback": None,
-                 "message": f"interrupted: {how}; its outcome is unknown, so it is not run again "
-                            f"(set \"retry\" to allow that)"}
-        fake = _Outcome(run_id=run or "", ok=False, result=None, error=error,
-                        started_at_s=None, finished_at_s=now.timestamp(), queued_ms=0.0)
         entry.phase = "finishing"
-        entry.outcome = self._outcome_fields(entry, fake)
+        entry.outcome = self._outcome_fields(entry, outcomes.interrupted(run, how, now))
         self.journal.add("outcome", run or f"{doc['_id']}@unknown", task=doc["_id"], update=entry.outcome)
         self._after_commit.append(lambda: self._write_outcome(entry, entry.doc))
 
@@ -861,68 +850,22 @@ class Worker:
                 self._write(entry, {**doc, "status": "running", "running": field}, "running")
 
     def _outcome_fields(self, entry, outcome) -> dict:
-        """The document after this run: outcome, counters, and for a repeat the next date."""
-        doc = entry.doc
-        now = clock.now()
-        started = format_date(_utc(outcome.started_at_s)) if outcome.started_at_s else None
-        finished = format_date(_utc(outcome.finished_at_s))
-        status = "done" if outcome.ok else "error"
-        if entry.cancel or (outcome.error or {}).get("type") == "Canceled":
-            status = "canceled"
-        run_record = {"date": doc.get("date"), "status": status, "started_at": started,
-                      "finished_at": finished, "queued_ms": round(outcome.queued_ms, 3)}
-        if outcome.ok:
-            run_record["result"] = outcome.result
-        else:
-            run_record["error"] = outcome.error
-        update = {"runs": int(doc.get("runs", 0) or 0) + 1, "started_at": started,
-                  "finished_at": finished, "queued_ms": round(outcome.queued_ms, 3),
-                  "attempts": 0}
-        next_k = next_date = None
-        if "run_now" in doc and doc.get("repeat") is not None and status != "canceled":
-            # An extra run (`status: run`): the chain keeps its next date and occurrence.
-            update.update({"status": "scheduled", "last_run": run_record})
-            update["_remove"] = ["running", "run_now"]
-            return update
-        if status != "canceled" and doc.get("repeat") is not None:
-            try:
-                task = parse_task(doc)
-                anchor = parse_date(doc.get("anchor") or doc["date"])
-                next_k, next_date = plan(anchor, task.repeat, int(doc.get("occurrence", 0) or 0), now)
-            except (TaskError, ValueError, OverflowError) as e:
-                log.warning("task %s: cannot plan its next run: %s", doc["_id"], e,
-                            extra=about_doc(doc, entry.run_id, in_text=True))
-        if next_date is not None:
-            update.update({"status": "scheduled", "date": format_date(next_date), "occurrence": next_k,
-                           "last_run": run_record})
-        else:
-            update["status"] = status
-            if doc.get("repeat") is not None:
-                update["last_run"] = run_record
-            if outcome.ok:
-                update["result"] = outcome.result
-            else:
-                update["error"] = outcome.error
-        update["_remove"] = ["running", "run_now"] + (["error"] if outcome.ok else ["result"])
-        return update
+        """The document's fields after this run (afterd/outcome.py)."""
+        fields, warning = outcomes.outcome_fields(entry.doc, outcome, now=clock.now(), canceled=entry.cancel)
+        if warning:
+            log.warning("task %s: %s", entry.id, warning, extra=about_doc(entry.doc, entry.run_id, in_text=True))
+        return fields
 
     def _write_outcome(self, entry, base):
         """Put the pending outcome onto `base` (the current version) and write it."""
-        update = dict(entry.outcome)
-        remove = update.pop("_remove", [])
-        doc = {k: v for k, v in base.items() if k not in remove}
-        doc.update(update)
         if claims.owner_of(base) not in (None, self.me.process, entry.taking_from):
+            update = entry.outcome
             log.warning("task %s was taken over by %s while its run finished; outcome not written: %s",
                         base["_id"], claims.owner_of(base), update.get("error") or update.get("result"),
                         extra=about_doc(base, entry.run_id, in_text=True))
             self._forget(base["_id"], "taken over")
             return
-        if base.get("status") == "cancel":
-            doc["status"] = "canceled"
-        elif base.get("status") in ("pause", "paused") and doc.get("status") == "scheduled":
-            doc["status"] = "paused"   # paused while it ran: the run finished, the chain waits
-        doc["owner"] = self.me.owner_field()
+        doc = outcomes.apply_outcome(base, entry.outcome, self.me.owner_field())
         entry.phase = "finishing"
         run = entry.run_id or (base.get("running") or {}).get("run") or ""
         self._write(entry, doc, f"outcome:{run}")
@@ -1021,17 +964,6 @@ class Worker:
     def _on_second_signal(self, signum, frame):
         self._stop_requests += 1
         os.kill(os.getpid(), signal.SIGKILL) if self._stop_requests > 2 else None
-
-
-@dataclass
-class _Outcome:
-    run_id: str
-    ok: bool
-    result: object
-    error: dict | None
-    started_at_s: float | None
-    finished_at_s: float
-    queued_ms: float
 
 
 def run_key(doc: dict, task):

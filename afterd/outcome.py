@@ -1,0 +1,117 @@
+"""The task document after a run (pure: no I/O; `now` is passed in).
+
+A run ends as an Outcome (from the runner, from a child's journal record, or made up
+for a run whose fate is unknown). `outcome_fields` turns it into the fields to write:
+the outcome (`result` or `error`), the counters, `last_run` for a repeat, and the next
+occurrence of a repeat, or the final status. `apply_outcome` puts those fields onto
+the document as it is when they are written (a user may have changed it meanwhile).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from afterd.repeat import plan
+from afterd.task import TaskError, format_date, parse_date, parse_task
+
+# Fields an outcome may take out of the document: the run marker, the extra-run request,
+# and the outcome of the other kind (a success has no `error`, a failure no `result`).
+REMOVE = "_remove"
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    ok: bool
+    result: object
+    error: dict | None
+    started_at_s: float | None    # epoch s; None: not known to have started
+    finished_at_s: float          # epoch s
+    queued_ms: float
+
+
+def interrupted(run_id: str | None, how: str, now: datetime) -> Outcome:
+    """The outcome of a run whose fate is unknown (its process died): never run again."""
+    error = {"type": "Interrupted", "run": run_id, "traceback": None,
+             "message": f"interrupted: {how}; its outcome is unknown, so it is not run again "
+                        f"(set \"retry\" to allow that)"}
+    return Outcome(run_id=run_id or "", ok=False, result=None, error=error, started_at_s=None,
+                   finished_at_s=now.timestamp(), queued_ms=0.0)
+
+
+def from_journal(run_id: str, result: dict, now_s: float) -> Outcome:
+    """The outcome a child recorded in the journal before its worker heard of it."""
+    return Outcome(run_id=run_id, ok=bool(result.get("ok")), result=result.get("result"),
+                   error=result.get("error"), started_at_s=result.get("started_at_s"),
+                   finished_at_s=result.get("finished_at_s") or now_s,
+                   queued_ms=result.get("queued_ms") or 0.0)
+
+
+def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool = False) -> tuple[dict, str | None]:
+    """(the fields to write after this run, a warning or None).
+
+    A repeat goes back to `scheduled` at its next occurrence after `now` (missed ones
+    collapse into the run that just ended), unless the chain ended; an extra run
+    (`run_now`) keeps the chain's date and occurrence; anything else gets its final
+    status. The warning says why a repeat could not be planned (it then ends).
+    """
+    started = format_date(utc(outcome.started_at_s)) if outcome.started_at_s else None
+    finished = format_date(utc(outcome.finished_at_s))
+    status = "done" if outcome.ok else "error"
+    if canceled or (outcome.error or {}).get("type") == "Canceled":
+        status = "canceled"
+    queued_ms = round(outcome.queued_ms, 3)
+    run_record = {"date": doc.get("date"), "status": status, "started_at": started,
+                  "finished_at": finished, "queued_ms": queued_ms}
+    if outcome.ok:
+        run_record["result"] = outcome.result
+    else:
+        run_record["error"] = outcome.error
+    update = {"runs": int(doc.get("runs", 0) or 0) + 1, "started_at": started,
+              "finished_at": finished, "queued_ms": queued_ms, "attempts": 0}
+    repeats = doc.get("repeat") is not None
+    if "run_now" in doc and repeats and status != "canceled":
+        update.update({"status": "scheduled", "last_run": run_record, REMOVE: ["running", "run_now"]})
+        return update, None
+    warning = next_k = next_date = None
+    if status != "canceled" and repeats:
+        try:
+            task = parse_task(doc)
+            anchor = parse_date(doc.get("anchor") or doc["date"])
+            next_k, next_date = plan(anchor, task.repeat, int(doc.get("occurrence", 0) or 0), now)
+        except (TaskError, ValueError, OverflowError) as e:
+            warning = f"cannot plan its next run: {e}"
+    if next_date is not None:
+        update.update({"status": "scheduled", "date": format_date(next_date), "occurrence": next_k,
+                       "last_run": run_record})
+    else:
+        update["status"] = status
+        if repeats:
+            update["last_run"] = run_record
+        if outcome.ok:
+            update["result"] = outcome.result
+        else:
+            update["error"] = outcome.error
+    update[REMOVE] = ["running", "run_now"] + (["error"] if outcome.ok else ["result"])
+    return update, warning
+
+
+def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
+    """The document to write: `fields` over `base` (the current version), owned by us.
+
+    A user's `cancel` written during the run makes it `canceled`; a `pause` makes a
+    repeat that would go on `paused` (the run finished; the chain waits).
+    """
+    update = dict(fields)
+    remove = update.pop(REMOVE, [])
+    doc = {k: v for k, v in base.items() if k not in remove}
+    doc.update(update)
+    if base.get("status") == "cancel":
+        doc["status"] = "canceled"
+    elif base.get("status") in ("pause", "paused") and doc.get("status") == "scheduled":
+        doc["status"] = "paused"
+    doc["owner"] = owner_field
+    return doc
+
+
+def utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, timezone.utc)

@@ -1,0 +1,83 @@
+"""The document after a run (afterd/outcome.py): a table of cases, pure, `now` passed in."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from afterd.outcome import REMOVE, Outcome, apply_outcome, from_journal, interrupted, outcome_fields
+
+NOW = datetime(2026, 12, 1, 3, 0, 5, tzinfo=timezone.utc)
+T0 = NOW.timestamp() - 5
+
+
+def ok(result=None):
+    return Outcome("r1", True, result, None, T0, T0 + 1, 2.5)
+
+
+def failed(kind="RuntimeError"):
+    return Outcome("r1", False, None, {"type": kind, "message": "boom", "traceback": "tb"}, T0, T0 + 1, 0.0)
+
+
+def task(**fields):
+    return {"_id": "t", "worker": "w", "date": "2026-12-01T03:00:00Z", "status": "scheduled",
+            "job": {"name": "j", "arguments": []}, **fields}
+
+
+@pytest.mark.parametrize("doc, outcome, canceled, expected", [
+    # one-time: the run's ending is the task's status, with its result or error
+    (task(), ok({"n": 1}), False, {"status": "done", "result": {"n": 1}, "runs": 1}),
+    (task(runs=4), failed(), False, {"status": "error", "runs": 5}),
+    (task(), failed("Canceled"), False, {"status": "canceled"}),
+    (task(), ok(), True, {"status": "canceled"}),
+    # a repeat goes on from its anchor: the next occurrence after now (missed ones collapse)
+    (task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0), ok(),
+     False, {"status": "scheduled", "date": "2026-12-01T03:00:06Z", "occurrence": 3}),
+    (task(repeat={"months": 1}, date="2026-01-31T00:00:00Z", anchor="2026-01-31T00:00:00Z", occurrence=10),
+     ok(), False, {"status": "scheduled", "date": "2026-12-31T00:00:00Z", "occurrence": 11}),
+    # a repeat that ended (count) takes its final status, and keeps last_run
+    (task(repeat={"seconds": 1, "count": 1}, anchor="2026-12-01T03:00:00Z"), ok(7), False,
+     {"status": "done", "result": 7}),
+    # a canceled repeat does not go on
+    (task(repeat={"seconds": 1}), ok(), True, {"status": "canceled"}),
+    # an extra run (`run now`) keeps the chain's date and occurrence
+    (task(repeat={"days": 1}, occurrence=5, run_now="2026-12-01T03:00:04Z"), ok(), False,
+     {"status": "scheduled"}),
+])
+def test_outcome_fields(doc, outcome, canceled, expected):
+    fields, warning = outcome_fields(doc, outcome, now=NOW, canceled=canceled)
+    assert warning is None
+    assert {k: fields.get(k) for k in expected} == expected
+    assert fields["started_at"] == "2026-12-01T03:00:00Z" and fields["finished_at"] == "2026-12-01T03:00:01Z"
+    if doc.get("repeat") is not None:
+        assert fields["last_run"]["date"] == doc["date"]   # a repeat records the run it made
+    if "run_now" in doc:
+        assert "date" not in fields and "occurrence" not in fields and "run_now" in fields[REMOVE]
+
+
+def test_a_repeat_that_cannot_be_planned_ends_with_a_warning():
+    doc = task(repeat={"rrule": "FREQ=SOMETIMES"})
+    fields, warning = outcome_fields(doc, ok(), now=NOW)
+    assert fields["status"] == "done" and "cannot plan" in warning
+
+
+@pytest.mark.parametrize("base_status, fields_status, written", [
+    ("scheduled", "scheduled", "scheduled"),
+    ("cancel", "scheduled", "canceled"),      # the user canceled during the run
+    ("cancel", "done", "canceled"),
+    ("pause", "scheduled", "paused"),         # paused during the run: the chain waits
+    ("pause", "done", "done"),                # a one-time task's run was its end
+])
+def test_apply_outcome_keeps_what_the_user_wrote_meanwhile(base_status, fields_status, written):
+    base = task(status=base_status, note="mine", running={"run": "r1"}, error={"old": 1})
+    doc = apply_outcome(base, {"status": fields_status, "runs": 1, REMOVE: ["running", "error"]}, {"process": "me"})
+    assert doc["status"] == written and doc["note"] == "mine" and doc["owner"] == {"process": "me"}
+    assert "running" not in doc and "error" not in doc and doc["runs"] == 1
+
+
+def test_interrupted_and_journal_outcomes():
+    gone = interrupted("t@x#0", "its owner vanished", NOW)
+    assert not gone.ok and gone.error["type"] == "Interrupted" and "its owner vanished" in gone.error["message"]
+    fields, _ = outcome_fields(task(), gone, now=NOW)
+    assert fields["status"] == "error" and fields["started_at"] is None
+    rec = from_journal("r", {"ok": True, "result": 3, "started_at_s": T0, "finished_at_s": T0 + 2}, NOW.timestamp())
+    assert rec.ok and rec.result == 3 and rec.finished_at_s == T0 + 2 and rec.queued_ms == 0.0
