@@ -47,6 +47,8 @@ class Store(Protocol):
 
     def get(self, doc_id: str) -> dict: ...               # NotFound when missing or deleted
     def put(self, doc: dict) -> str: ...                  # new rev; Conflict; Forbidden
+    def put_quorum(self, doc: dict) -> tuple[str, bool]: ...   # put(), and whether a write quorum took it
+    def quorum(self) -> dict: ...                         # the database's n, w, r where stated
     def post(self, doc: dict) -> tuple[str, str]: ...
     def delete(self, doc_id: str, rev: str) -> str: ...
     def bulk(self, docs: list[dict]) -> list[dict]: ...   # per doc {"id","rev"} | {"id","error","reason"}
@@ -160,6 +162,12 @@ class MemoryStore:
         with self._changed:
             return self._write(doc, what=f"document '{doc_id}'")
 
+    def put_quorum(self, doc: dict) -> tuple[str, bool]:
+        return self.put(doc), True   # one copy: every write is a quorum's
+
+    def quorum(self) -> dict:
+        return {}
+
     def post(self, doc: dict) -> tuple[str, str]:
         doc = {**doc, "_id": doc.get("_id") or uuid.uuid4().hex}
         with self._changed:
@@ -258,8 +266,10 @@ class MemoryStore:
         return [current] if current is not None and current["_rev"] in revs else []
 
     def write_resolution(self, doc: dict | None, doc_id: str, losers: list[str]) -> list[dict]:
-        return self.bulk(([doc] if doc is not None else [])
-                         + [{"_id": doc_id, "_rev": rev, "_deleted": True} for rev in losers])
+        answers = self.bulk([doc]) if doc is not None else []
+        if any(r.get("error") for r in answers):
+            return answers   # the merge lost: no deletion (see Couch.write_resolution)
+        return answers + self.bulk([{"_id": doc_id, "_rev": rev, "_deleted": True} for rev in losers])
 
     # -- inside (callers hold the lock) ----------------------------------------------------
 

@@ -25,7 +25,7 @@ import socket
 import zlib
 from collections import deque
 
-from afterd import claims, clock, journal
+from afterd import claims, clock, decide, journal
 from afterd import outcome as outcomes
 from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
@@ -559,67 +559,44 @@ class Worker:
             self._decide(doc)
 
     def _decide(self, doc):
-        """Given the current version of a document, do what its state asks of us."""
+        """Given the current version of a document, do what its state asks of us (decide.py)."""
         doc_id = doc.get("_id", "")
         if doc_id.startswith(("_design/", claims.HEARTBEAT_PREFIX)):
             return
-        if self._withdrawn and self._withdrawn.get(doc_id) == doc.get("_rev"):
-            return   # our own leaf that a quorum never took: it is on its way out
         entry = self.entries.get(doc_id)
-        known_rev = entry.doc.get("_rev") if entry is not None else None
-        known_gen = _rev_gen(known_rev) if entry is not None else self._forgotten.get(doc_id, 0)
-        gen = _rev_gen(doc.get("_rev"))
-        if not doc.get("_deleted") and (gen < known_gen or (gen == known_gen and (
-                entry is None or doc.get("_rev") == known_rev))):
-            # An echo of our own write, or older: we already acted on newer. The same
-            # generation on another branch is news: a cluster resolved a conflict our way
-            # or not (afterd/conflicts.py), and which way decides whether we still own it.
+        held = decide.Held(entry.doc.get("_rev"), entry.phase, entry.writing) if entry is not None else None
+        action = decide.decide(doc, held, me=self.me.process, worker=self.name,
+                               forgotten_gen=self._forgotten.get(doc_id, 0),
+                               withdrawn_rev=self._withdrawn.get(doc_id))
+        kind = action.kind
+        if kind == decide.IGNORE:
             return
-        if entry is not None and entry.writing:
+        if kind == decide.LATER:
             entry.latest = doc   # decide once our write is answered
             return
-        if doc.get("_deleted"):
-            self._forget(doc_id, "deleted", cancel_run=True)
+        if kind == decide.FORGET:
+            self._forget(doc_id, action.why, cancel_run=action.cancel_run)
             return
-        if doc.get("worker") != self.name:
-            self._forget(doc_id, "moved to another worker", cancel_run=True)
+        if kind == decide.REFUSE:
+            self._refuse(doc, action.why)
             return
-        try:
-            status = normalize_status(doc.get("status"))
-        except TaskError as e:
-            self._refuse(doc, e)
-            return
-        if status in FINAL:
-            if entry is None or entry.phase not in ("starting", "running", "finishing"):
-                self._forget(doc_id, status)
-            return
-        owner = claims.owner_of(doc)
-        mine = owner == self.me.process
-        if owner is not None and not mine:
-            if entry is not None:
-                self._forget(doc_id, f"taken over by {owner}", cancel_run=True)
-            return  # another process's; the heartbeat scan decides if it is gone
         if entry is None:
             entry = self.entries[doc_id] = Entry(doc=doc)
         else:
             entry.doc = doc
-        if entry.phase in ("starting", "running", "finishing"):
-            if status == "cancel" and entry.phase != "finishing":
-                entry.cancel = True
-                self.runner.cancel(entry.run_id)
-            return
-        if status == "cancel":
+        if kind == decide.CANCEL_RUN:
+            entry.cancel = True
+            self.runner.cancel(entry.run_id)
+        elif kind == decide.CANCEL:
             self._write(entry, {**doc, "status": "canceled", "owner": self.me.owner_field(),
                                 "finished_at": format_date(clock.now())}, "canceled")
-        elif status in ("pause", "paused"):
-            self._hold_paused(entry, write=status == "pause")
-        elif status in ("resume", "run"):
-            self._claim(entry, reset_anchor=False, run_now=status == "run")
-        elif status in ("waiting", "reschedule") or not mine:
-            self._claim(entry, reset_anchor=True)
-        elif status == "scheduled":
+        elif kind in (decide.PAUSE, decide.HOLD):
+            self._hold_paused(entry, write=kind == decide.PAUSE)
+        elif kind == decide.CLAIM:
+            self._claim(entry, reset_anchor=action.reset_anchor, run_now=action.run_now)
+        elif kind == decide.ARM:
             self._arm(entry)
-        elif status == "running":
+        elif kind == decide.RECOVER:
             self._recover_running(entry)
 
     def _task_or_refuse(self, doc):
@@ -882,7 +859,7 @@ class Worker:
         self._held.pop(doc_id, None)
         if entry is not None:
             # Remember its last version a while, so a late echo of an older one is ignored.
-            self._forgotten[doc_id] = _rev_gen(entry.doc.get("_rev"))
+            self._forgotten[doc_id] = decide.rev_gen(entry.doc.get("_rev"))
             if len(self._forgotten) > FORGOTTEN_MAX:
                 self._forgotten.pop(next(iter(self._forgotten)))
         self.timers.disarm(doc_id)
@@ -998,14 +975,6 @@ def claim_race_grace(quorum: dict) -> float:
     log.info("CouchDB cluster: n=%d copies, w=%s, r=%s: a claim counts only when a write quorum took it",
              n, w, quorum.get("r"))
     return CLAIM_RACE_GRACE_S
-
-
-def _rev_gen(rev) -> int:
-    """The generation of a revision ("7-abc" -> 7; none: 0): it only grows along a document's history."""
-    try:
-        return int(str(rev or "0").split("-", 1)[0])
-    except ValueError:
-        return 0
 
 
 def _utc(epoch_s):

@@ -18,12 +18,12 @@ class BlockingStore:
         self.puts = 0
         self.sent_revs = []
 
-    def put(self, doc):
+    def put_quorum(self, doc):
         self.puts += 1
         self.sent_revs.append(doc.get("_rev"))
         self.entered.set()
         self.release.wait(30)
-        return f"{self.puts}-x"
+        return f"{self.puts}-x", True
 
     def docs_with_prefix(self, prefix):
         return []

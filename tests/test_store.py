@@ -306,3 +306,17 @@ def test_conflict_calls_on_a_document_without_conflicts(store):
     assert "_conflicts" not in store.get_conflicted("a")
     assert [d["_rev"] for d in store.open_revs("a", [rev])] == [rev]
     assert store.get_conflicted("nobody") is None
+
+
+def test_put_quorum_says_a_write_quorum_took_it_and_conflicts_as_put(store):
+    rev, quorum = store.put_quorum({"_id": "q1", "n": 1})
+    assert quorum is True and generation(rev) == 1   # one node (or a cluster answering 201)
+    rev2, _ = store.put_quorum({"_id": "q1", "_rev": rev, "n": 2})
+    assert generation(rev2) == 2
+    with pytest.raises(Conflict):
+        store.put_quorum({"_id": "q1", "_rev": rev, "n": 3})
+
+
+def test_quorum_is_what_the_database_states(store):
+    stated = store.quorum()
+    assert set(stated) <= {"q", "n", "w", "r"} and all(isinstance(v, int) for v in stated.values())
