@@ -44,7 +44,7 @@ USER_EDITS = ("cancel", "reschedule")
 # retry, the user's own fields) is the user's, and `date` is the user's in a reschedule.
 WORKER_FIELDS = frozenset({"status", "owner", "running", "anchor", "occurrence", "attempts", "runs",
                            "last_run", "result", "error", "started_at", "finished_at", "queued_ms",
-                           "date", "superseded"})
+                           "date", "superseded", "history", "run_now"})
 OUTCOME_FIELDS = ("runs", "last_run", "result", "error", "started_at", "finished_at")
 # CouchDB's metadata, never part of the content compared or written.
 META_FIELDS = frozenset({"_rev", "_conflicts", "_deleted_conflicts", "_revisions", "_revs_info"})

@@ -10,6 +10,8 @@ the document as it is when they are written (a user may have changed it meanwhil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from afterd import history, policy
+from afterd.metrics import outcome_kind
 from afterd.repeat import plan
 from afterd.task import TaskError, format_date, parse_date, parse_task
 
@@ -46,13 +48,18 @@ def from_journal(run_id: str, result: dict, now_s: float) -> Outcome:
                    queued_ms=result.get("queued_ms") or 0.0)
 
 
-def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool = False) -> tuple[dict, str | None]:
+def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool = False,
+                   process: str | None = None,
+                   history_limit: int = policy.DEFAULT_HISTORY_LIMIT) -> tuple[dict, str | None]:
     """(the fields to write after this run, a warning or None).
 
-    A repeat goes back to `scheduled` at its next occurrence after `now` (missed ones
-    collapse into the run that just ended), unless the chain ended; an extra run
-    (`run_now`) keeps the chain's date and occurrence; anything else gets its final
-    status. The warning says why a repeat could not be planned (it then ends).
+    A failed attempt that the task's `retry` policy retries goes back to `scheduled`,
+    due after the policy's delay, with `attempts` counting it. Else a repeat goes back
+    to `scheduled` at its next occurrence after `now` (missed ones collapse into the run
+    that just ended), unless the chain ended; an extra run (`run_now`) keeps the chain's
+    date and occurrence; anything else gets its final status. Every run is added to
+    `history` (the last `history_limit`, or the task's own). The warning says why a
+    repeat could not be planned (it then ends).
     """
     started = format_date(utc(outcome.started_at_s)) if outcome.started_at_s else None
     finished = format_date(utc(outcome.finished_at_s))
@@ -69,6 +76,20 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
     update = {"runs": int(doc.get("runs", 0) or 0) + 1, "started_at": started,
               "finished_at": finished, "queued_ms": queued_ms, "attempts": 0}
     repeats = doc.get("repeat") is not None
+    task_policy = policy_of(doc)
+    attempt = int(doc.get("attempts", 0) or 0) + 1
+    ending = outcome_kind(outcome.ok, (outcome.error or {}).get("type"), canceled)
+    update["history"] = history.push_history(doc.get("history"), history.history_entry(
+        occurrence=parse_date(doc["date"]) if isinstance(doc.get("date"), str) else None, attempt=attempt,
+        started_at=utc(outcome.started_at_s) if outcome.started_at_s else None,
+        finished_at=utc(outcome.finished_at_s), status=ending, result=outcome.result, error=outcome.error,
+        process=process), policy.history_limit(task_policy, history_limit))
+    if ending != "canceled" and policy.should_retry(task_policy.retry, ending, attempt):
+        delay_s = policy.retry_delay_s(task_policy.retry, attempt + 1)
+        update.update({"status": "scheduled", "attempts": attempt, "error": outcome.error,
+                       "date": format_date(utc(max(now.timestamp(), outcome.finished_at_s) + delay_s)),
+                       REMOVE: ["running", "run_now", "result"]})
+        return update, None
     if "run_now" in doc and repeats and status != "canceled":
         update.update({"status": "scheduled", "last_run": run_record, REMOVE: ["running", "run_now"]})
         return update, None
@@ -111,6 +132,14 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
         doc["status"] = "paused"
     doc["owner"] = owner_field
     return doc
+
+
+def policy_of(doc: dict) -> policy.Policy:
+    """The task's policies; the defaults when they cannot be read (validation let it in)."""
+    try:
+        return policy.parse_policy(doc)
+    except (TaskError, ValueError, TypeError):
+        return policy.DEFAULT_POLICY
 
 
 def utc(epoch_s: float) -> datetime:

@@ -36,7 +36,7 @@ from afterd.logs import about, about_doc, setup_logging
 from afterd.metrics import Metrics, outcome_kind
 from afterd.notify import Notifier, status_line
 from afterd.runner import FORK_AHEAD_S, Runner, RunSpec
-from afterd.task import FINAL, TaskError, format_date, normalize_status, parse_date, parse_task
+from afterd.task import FINAL, TaskError, crash_retries, format_date, normalize_status, parse_date, parse_task
 from afterd.timers import Timers
 from afterd.writer import ACCEPTED, CLAIM, CONFIRM, CONFLICT, WRITTEN, Write, Writer
 
@@ -687,7 +687,7 @@ class Worker:
         """A run whose fate is unknown: never run again unless the task allows retries."""
         doc = entry.doc
         attempts = int(doc.get("attempts", 0) or 0)
-        retry = doc.get("retry", 0) if isinstance(doc.get("retry"), int) else 0
+        retry = crash_retries(outcomes.policy_of(doc))   # `retry`: N, or an object retrying "interrupted"
         now = clock.now()
         self.metrics.run_ended("interrupted", job=about_doc(doc).get("job"))   # metrics
         if attempts < retry:
@@ -828,7 +828,8 @@ class Worker:
 
     def _outcome_fields(self, entry, outcome) -> dict:
         """The document's fields after this run (afterd/outcome.py)."""
-        fields, warning = outcomes.outcome_fields(entry.doc, outcome, now=clock.now(), canceled=entry.cancel)
+        fields, warning = outcomes.outcome_fields(entry.doc, outcome, now=clock.now(), canceled=entry.cancel,
+                                                  process=self.me.process)
         if warning:
             log.warning("task %s: %s", entry.id, warning, extra=about_doc(entry.doc, entry.run_id, in_text=True))
         return fields

@@ -66,3 +66,18 @@ def test_run_now_on_a_one_time_task_is_its_run(couch, worker, records):
     wait_for(lambda: couch.get(task_id)["status"] == "done", 30, "the run")
     assert len(starts(records, task_id)) == 1 and couch.get(task_id)["runs"] == 1
     assert w.stop() == 0
+
+
+def test_a_failing_job_with_three_attempts_runs_three_times_at_growing_intervals(couch, worker, records):
+    w = worker().start()
+    [task_id] = post_all(couch, [record_task(records, utcnow(), args={"fail": True},
+                                             retry={"attempts": 3, "delay": 1, "backoff": 2, "on": ["error"]})])
+    wait_for(lambda: couch.get(task_id)["status"] == "error", 60, "the last attempt to fail")
+    runs = [r["t"] for r in starts(records, task_id)]
+    assert len(runs) == 3
+    first_gap, second_gap = runs[1] - runs[0], runs[2] - runs[1]
+    assert first_gap >= 1.0 and second_gap >= 2.0 and second_gap > first_gap
+    doc = couch.get(task_id)
+    assert [h["attempt"] for h in doc["history"]] == [1, 2, 3]
+    assert {h["status"] for h in doc["history"]} == {"error"} and doc["runs"] == 3
+    assert w.stop() == 0

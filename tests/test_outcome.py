@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from afterd.outcome import REMOVE, Outcome, apply_outcome, from_journal, interrupted, outcome_fields
+from afterd.task import parse_date
 
 NOW = datetime(2026, 12, 1, 3, 0, 5, tzinfo=timezone.utc)
 T0 = NOW.timestamp() - 5
@@ -81,3 +82,37 @@ def test_interrupted_and_journal_outcomes():
     assert fields["status"] == "error" and fields["started_at"] is None
     rec = from_journal("r", {"ok": True, "result": 3, "started_at_s": T0, "finished_at_s": T0 + 2}, NOW.timestamp())
     assert rec.ok and rec.result == 3 and rec.finished_at_s == T0 + 2 and rec.queued_ms == 0.0
+
+
+RETRY = {"attempts": 3, "delay": "30s", "backoff": 2, "on": ["error"]}
+
+
+@pytest.mark.parametrize("attempts, status, due_in_s", [
+    (0, "scheduled", 30),    # the 1st attempt failed: the 2nd after the delay
+    (1, "scheduled", 60),    # the 2nd failed: the 3rd after twice the delay (backoff 2)
+    (2, "error", None),      # the 3rd and last failed: it ends
+])
+def test_a_failed_attempt_is_retried_with_backoff_then_ends(attempts, status, due_in_s):
+    fields, _ = outcome_fields(task(retry=RETRY, attempts=attempts), failed(), now=NOW)
+    assert fields["status"] == status
+    if due_in_s is not None:
+        assert fields["attempts"] == attempts + 1 and fields["error"]["message"] == "boom"
+        assert parse_date(fields["date"]).timestamp() == pytest.approx(NOW.timestamp() + due_in_s)
+    assert fields["history"][-1]["attempt"] == attempts + 1 and fields["history"][-1]["status"] == "error"
+
+
+def test_a_retry_policy_retries_only_the_endings_it_names():
+    fields, _ = outcome_fields(task(retry=RETRY), failed("Timeout"), now=NOW)
+    assert fields["status"] == "error"        # timeouts are not in "on"
+    fields, _ = outcome_fields(task(retry=RETRY), ok(), now=NOW)
+    assert fields["status"] == "done" and fields["attempts"] == 0
+
+
+def test_history_keeps_the_last_n_runs():
+    old = [{"occurrence": f"2026-11-{d:02d}T00:00:00Z", "attempt": 1, "status": "done"} for d in range(1, 21)]
+    fields, _ = outcome_fields(task(history=old, history_limit=20), ok(5), now=NOW, process="manobi:h:0")
+    assert len(fields["history"]) == 20 and fields["history"][0] == old[1]
+    last = fields["history"][-1]
+    assert last["status"] == "done" and last["process"] == "manobi:h:0" and last["duration_s"] == 1.0
+    fields, _ = outcome_fields(task(history=old, history_limit=3), ok(), now=NOW)
+    assert len(fields["history"]) == 3
