@@ -10,7 +10,7 @@ the document as it is when they are written (a user may have changed it meanwhil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from afterd import history, policy
+from afterd import chains, history, policy
 from afterd.metrics import outcome_kind
 from afterd.repeat import plan
 from afterd.task import TaskError, format_date, parse_date, parse_task
@@ -18,6 +18,9 @@ from afterd.task import TaskError, format_date, parse_date, parse_task
 # Fields an outcome may take out of the document: the run marker, the extra-run request,
 # and the outcome of the other kind (a success has no `error`, a failure no `result`).
 REMOVE = "_remove"
+# The follow-up a run asks for (`on_done` / `on_error`): {"ending", "result" | "error"}.
+# Like REMOVE, a note for the worker, never written.
+CHAIN = "_chain"
 
 
 @dataclass
@@ -84,6 +87,10 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
         started_at=utc(outcome.started_at_s) if outcome.started_at_s else None,
         finished_at=utc(outcome.finished_at_s), status=ending, result=outcome.result, error=outcome.error,
         process=process), policy.history_limit(task_policy, history_limit))
+    if ending == "done":
+        update[CHAIN] = {"ending": "done", "result": outcome.result}
+    elif ending != "canceled" and not policy.should_retry(task_policy.retry, ending, attempt):
+        update[CHAIN] = {"ending": "error", "error": outcome.error}   # a failure, once no retry is left
     if ending != "canceled" and policy.should_retry(task_policy.retry, ending, attempt):
         delay_s = policy.retry_delay_s(task_policy.retry, attempt + 1)
         update.update({"status": "scheduled", "attempts": attempt, "error": outcome.error,
@@ -124,6 +131,7 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
     """
     update = dict(fields)
     remove = update.pop(REMOVE, [])
+    update.pop(CHAIN, None)
     doc = {k: v for k, v in base.items() if k not in remove}
     doc.update(update)
     if base.get("status") == "cancel":
@@ -132,6 +140,21 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
         doc["status"] = "paused"
     doc["owner"] = owner_field
     return doc
+
+
+def follow_up(doc: dict, fields: dict, run_id: str, now: datetime) -> dict | None:
+    """The task a run's `on_done` / `on_error` template asks for, or None. Its id derives
+    from the run (chains.follow_up_id), so writing it again (a replay, a retry of the
+    write) is a 409, never a second task."""
+    chain = fields.get(CHAIN)
+    if not chain:
+        return None
+    task_policy = policy_of(doc)
+    template = task_policy.on_done if chain["ending"] == "done" else task_policy.on_error
+    if template is None:
+        return None
+    parent = {**doc, "result": chain.get("result"), "error": chain.get("error")}
+    return chains.follow_up_doc(parent, template, run_id, chain["ending"], now)
 
 
 def policy_of(doc: dict) -> policy.Policy:

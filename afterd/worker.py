@@ -38,7 +38,7 @@ from afterd.notify import Notifier, status_line
 from afterd.runner import FORK_AHEAD_S, Runner, RunSpec
 from afterd.task import FINAL, TaskError, crash_retries, format_date, normalize_status, parse_date, parse_task
 from afterd.timers import Timers
-from afterd.writer import ACCEPTED, CLAIM, CONFIRM, CONFLICT, WRITTEN, Write, Writer
+from afterd.writer import ACCEPTED, CLAIM, CONFIRM, CONFLICT, REFUSED, WRITTEN, Write, Writer
 
 log = logging.getLogger("after.worker")
 
@@ -362,6 +362,12 @@ class Worker:
                   extra=about_doc(write.doc, in_text=True))
         if tag.startswith("outcome:") and kind != CONFLICT:
             self.journal.add("written", tag.split(":", 1)[1])
+        if tag == "follow-up":
+            # Created (WRITTEN), or created before (CONFLICT: a replay): nothing to hold.
+            if kind == REFUSED:
+                log.error("CouchDB refused the follow-up task %s of %s: %s", doc_id,
+                          (write.doc.get("parent") or {}).get("id"), info, extra=about_doc(write.doc))
+            return
         if entry is None:
             return
         entry.writing = False
@@ -846,6 +852,11 @@ class Worker:
         doc = outcomes.apply_outcome(base, entry.outcome, self.me.owner_field())
         entry.phase = "finishing"
         run = entry.run_id or (base.get("running") or {}).get("run") or ""
+        follow = outcomes.follow_up(base, entry.outcome, run, clock.now())
+        if follow is not None:
+            # Queued before the outcome, so an outcome that is written (and journaled as
+            # such) never leaves its follow-up behind; a replay writes it again: 409.
+            self.writer.submit(Write(doc=follow, tag="follow-up"))
         self._write(entry, doc, f"outcome:{run}")
 
     def _write(self, entry, doc, tag):

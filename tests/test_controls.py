@@ -81,3 +81,25 @@ def test_a_failing_job_with_three_attempts_runs_three_times_at_growing_intervals
     assert [h["attempt"] for h in doc["history"]] == [1, 2, 3]
     assert {h["status"] for h in doc["history"]} == {"error"} and doc["runs"] == 3
     assert w.stop() == 0
+
+
+def test_on_error_creates_one_follow_up_even_when_the_worker_is_killed_right_after_the_run(
+        couch, worker, records):
+    w = worker().start()
+    follow = {"job": {"name": "record", "arguments": {"dir": str(records)}}}
+    [task_id] = post_all(couch, [record_task(records, utcnow(), args={"fail": True, "sleep_s": 0.3},
+                                             on_error=follow)])
+    # Killed the moment the job has failed: its outcome may or may not be written yet
+    wait_for(lambda: any(r["event"] == "end" and r["task"] == task_id for r in read_runs(records)), 30,
+             "the failing run to end")
+    w.kill()
+    w.start()
+    wait_for(lambda: couch.get(task_id)["status"] == "error", 30, "the outcome after the restart")
+    children = lambda: couch.find({"parent.id": task_id})  # noqa: E731
+    wait_for(lambda: [c for c in children() if c["status"] == "done"], 30, "the follow-up to run")
+    [child] = children()
+    # (killed before the child recorded its result, the run ends Interrupted: an error too)
+    assert child["parent"]["status"] == "error"
+    assert any(why in child["parent"]["error"] for why in ("failing on purpose", "Interrupted"))
+    assert len(starts(records, task_id)) == 1 and len(starts(records, child["_id"])) == 1
+    assert w.stop() == 0

@@ -116,3 +116,28 @@ def test_history_keeps_the_last_n_runs():
     assert last["status"] == "done" and last["process"] == "manobi:h:0" and last["duration_s"] == 1.0
     fields, _ = outcome_fields(task(history=old, history_limit=3), ok(), now=NOW)
     assert len(fields["history"]) == 3
+
+
+NOTIFY = {"job": {"name": "notify_url", "arguments": {"url": "http://127.0.0.1:9/hook"}}}
+
+
+@pytest.mark.parametrize("doc, outcome, follow_job", [
+    (task(on_error=NOTIFY), failed(), "notify_url"),
+    (task(on_error=NOTIFY), ok(), None),                                # on_error only
+    (task(on_done=NOTIFY), ok(1), "notify_url"),
+    (task(on_error=NOTIFY, retry=RETRY), failed(), None),               # a retry is left: not yet
+    (task(on_error=NOTIFY, retry=RETRY, attempts=2), failed(), "notify_url"),   # the last attempt failed
+    (task(on_error=NOTIFY, repeat={"days": 1}), failed(), "notify_url"),  # a repeat's run, too
+    (task(on_error=NOTIFY), failed("Canceled"), None),
+])
+def test_a_run_that_ends_so_asks_for_its_follow_up(doc, outcome, follow_job):
+    from afterd.outcome import follow_up
+
+    fields, _ = outcome_fields(doc, outcome, now=NOW)
+    follow = follow_up(doc, fields, "t@2026-12-01T03:00:00Z#0", NOW)
+    assert (follow and follow["job"]["name"]) == follow_job
+    if follow:
+        again = follow_up(doc, fields, "t@2026-12-01T03:00:00Z#0", NOW)
+        assert again["_id"] == follow["_id"]                 # derived from the run: a replay is a 409
+        assert follow["parent"]["id"] == "t" and follow["worker"] == "w" and follow["status"] == "waiting"
+        assert "_chain" not in apply_outcome(doc, fields, {"process": "me"})
