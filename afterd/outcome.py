@@ -8,7 +8,7 @@ the document as it is when they are written (a user may have changed it meanwhil
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from afterd import chains, history, policy
 from afterd.metrics import outcome_kind
@@ -109,6 +109,7 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
         except (TaskError, ValueError, OverflowError) as e:
             warning = f"cannot plan its next run: {e}"
     if next_date is not None:
+        next_date = jittered(next_date, doc.get("_id", ""), next_k, task_policy)
         update.update({"status": "scheduled", "date": format_date(next_date), "occurrence": next_k,
                        "last_run": run_record})
     else:
@@ -155,6 +156,12 @@ def follow_up(doc: dict, fields: dict, run_id: str, now: datetime) -> dict | Non
         return None
     parent = {**doc, "result": chain.get("result"), "error": chain.get("error")}
     return chains.follow_up_doc(parent, template, run_id, chain["ending"], now)
+
+
+def jittered(date: datetime, task_id: str, k: int, task_policy: policy.Policy) -> datetime:
+    """Occurrence k's date with the task's jitter: the same delay on every process."""
+    delay_s = policy.jitter_s(task_id, k, task_policy.jitter_s)
+    return date + timedelta(seconds=delay_s) if delay_s else date
 
 
 def policy_of(doc: dict) -> policy.Policy:

@@ -103,3 +103,19 @@ def test_on_error_creates_one_follow_up_even_when_the_worker_is_killed_right_aft
     assert any(why in child["parent"]["error"] for why in ("failing on purpose", "Interrupted"))
     assert len(starts(records, task_id)) == 1 and len(starts(records, child["_id"])) == 1
     assert w.stop() == 0
+
+
+def test_jitter_is_written_into_the_date_and_is_the_same_for_every_process(couch, worker, records):
+    from afterd.outcome import jittered
+    from afterd.task import parse_task
+
+    w = worker().start()
+    date = (utcnow() + timedelta(days=1)).replace(microsecond=0)
+    [task_id] = post_all(couch, [record_task(records, date, repeat={"days": 1}, jitter="1h")])
+    wait_for(lambda: couch.get(task_id)["status"] == "scheduled", 20, "the claim")
+    doc = couch.get(task_id)
+    assert parse_date(doc["anchor"]) == date
+    assert date <= parse_date(doc["date"]) < date + timedelta(hours=1)
+    task = parse_task({**doc, "date": doc["anchor"]})
+    assert parse_date(doc["date"]) == jittered(date, task_id, 0, task.policy)   # what any process computes
+    assert w.stop() == 0

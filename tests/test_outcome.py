@@ -141,3 +141,17 @@ def test_a_run_that_ends_so_asks_for_its_follow_up(doc, outcome, follow_job):
         assert again["_id"] == follow["_id"]                 # derived from the run: a replay is a 409
         assert follow["parent"]["id"] == "t" and follow["worker"] == "w" and follow["status"] == "waiting"
         assert "_chain" not in apply_outcome(doc, fields, {"process": "me"})
+
+
+def test_jitter_delays_each_occurrence_the_same_way_everywhere():
+    from afterd.outcome import jittered
+    from afterd.policy import parse_policy
+
+    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, jitter="10m")
+    fields, _ = outcome_fields(doc, ok(), now=NOW)
+    due = parse_date(fields["date"])
+    plain = parse_date("2026-12-01T03:00:06Z")
+    assert plain <= due < plain.replace(minute=10) and fields["occurrence"] == 3
+    assert outcome_fields(doc, ok(), now=NOW)[0]["date"] == fields["date"]     # derived, not drawn
+    assert jittered(plain, "t", 3, parse_policy(doc)) == due
+    assert jittered(plain, "t", 4, parse_policy(doc)) != due                    # another occurrence
