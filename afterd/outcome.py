@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from afterd import chains, history, policy
 from afterd.metrics import outcome_kind
-from afterd.repeat import plan
+from afterd.repeat import catch_up, occurrence, plan
 from afterd.task import TaskError, format_date, parse_date, parse_task
 
 # Fields an outcome may take out of the document: the run marker, the extra-run request,
@@ -105,7 +105,16 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
         try:
             task = parse_task(doc)
             anchor = parse_date(doc.get("anchor") or doc["date"])
-            next_k, next_date = plan(anchor, task.repeat, int(doc.get("occurrence", 0) or 0), now)
+            k_ran = int(doc.get("occurrence", 0) or 0)
+            if task_policy.catchup == "all":
+                # Each occurrence missed meanwhile runs, oldest first (within the window).
+                cu = catch_up(anchor, task.repeat, k_ran + 1, now, "all", task_policy.catchup_window_s)
+                next_k = cu.runs[0] if cu.runs else cu.next_k
+                next_date = occurrence(anchor, task.repeat, next_k) if cu.runs else cu.next_date
+            else:
+                # "one" and "none": the occurrences that came due during the run collapse
+                # into it; the next is the first after now.
+                next_k, next_date = plan(anchor, task.repeat, k_ran, now)
         except (TaskError, ValueError, OverflowError) as e:
             warning = f"cannot plan its next run: {e}"
     if next_date is not None:
@@ -156,6 +165,35 @@ def follow_up(doc: dict, fields: dict, run_id: str, now: datetime) -> dict | Non
         return None
     parent = {**doc, "result": chain.get("result"), "error": chain.get("error")}
     return chains.follow_up_doc(parent, template, run_id, chain["ending"], now)
+
+
+def missed_fields(doc: dict, now: datetime, grace_s: float = 1.0) -> dict | None:
+    """At arming: the fields that move a repeat past occurrences it must not run (its
+    `catchup` is "none", or they are older than `catchup_window`), or None to run its
+    date as it is. `grace_s`: an occurrence due that recently is on time, not missed."""
+    if doc.get("repeat") is None or "run_now" in doc:
+        return None
+    try:
+        task = parse_task(doc)
+        task_policy = task.policy
+        if task_policy.catchup != "none" and task_policy.catchup_window_s is None:
+            return None
+        if task.date > now - timedelta(seconds=grace_s):
+            return None
+        anchor = parse_date(doc.get("anchor") or doc["date"])
+        k = int(doc.get("occurrence", 0) or 0)
+        cu = catch_up(anchor, task.repeat, k, now, task_policy.catchup, task_policy.catchup_window_s, grace_s)
+    except (TaskError, ValueError, OverflowError):
+        return None
+    if cu.runs:
+        if cu.runs[0] == k:
+            return None
+        k_next, date = cu.runs[0], occurrence(anchor, task.repeat, cu.runs[0])
+    elif cu.next_date is not None:
+        k_next, date = cu.next_k, jittered(cu.next_date, doc.get("_id", ""), cu.next_k, task_policy)
+    else:
+        return {"status": "done"}   # the chain ended while nobody ran it: nothing is left to run
+    return {"date": format_date(date), "occurrence": k_next}
 
 
 def jittered(date: datetime, task_id: str, k: int, task_policy: policy.Policy) -> datetime:

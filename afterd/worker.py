@@ -655,6 +655,14 @@ class Worker:
         task = self._task_or_refuse(doc)
         if task is None:
             return
+        skip = outcomes.missed_fields(doc, clock.now())
+        if skip is not None:
+            # Occurrences it must not run (catchup "none", or older than catchup_window).
+            log.info("task %s: skipping missed occurrences: next %s", entry.id, skip.get("date"),
+                     extra=about_doc(doc, in_text=True))
+            entry.phase = "new"
+            self._write(entry, {**doc, **skip}, "catchup")
+            return
         run, due = run_key(doc, task)
         if self._predecessor:   # only after a restart over a journal with open runs
             prior = self._predecessor.pop(run, None)

@@ -119,3 +119,24 @@ def test_jitter_is_written_into_the_date_and_is_the_same_for_every_process(couch
     task = parse_task({**doc, "date": doc["anchor"]})
     assert parse_date(doc["date"]) == jittered(date, task_id, 0, task.policy)   # what any process computes
     assert w.stop() == 0
+
+
+def test_resume_with_catchup_none_runs_nothing_missed(couch, worker, records):
+    w = worker().start()
+    [task_id] = post_all(couch, [record_task(records, utcnow(), repeat={"seconds": 2}, catchup="none")])
+    wait_for(lambda: len(starts(records)) >= 1, 30, "a first run")
+    update(couch, task_id, status="pause")
+    wait_for(lambda: couch.get(task_id)["status"] == "paused", 20, "paused")
+    held = len(starts(records))
+    paused_at = utcnow()
+    wait_for(lambda: utcnow() > paused_at + timedelta(seconds=5), 10, "occurrences to pass while paused")
+    resumed_at = utcnow()
+    update(couch, task_id, status="resume")
+    # Then the worker moves it to its next future occurrence, and nothing missed runs
+    wait_for(lambda: couch.get(task_id)["status"] == "scheduled"
+             and parse_date(couch.get(task_id)["date"]) > resumed_at - timedelta(seconds=1), 20, "the next date")
+    next_date = parse_date(couch.get(task_id)["date"])
+    wait_for(lambda: len(starts(records)) > held, 20, "the next occurrence to run")
+    first = starts(records)[held]
+    assert first["t"] >= next_date.timestamp() - 0.01, "a missed occurrence ran"
+    assert w.stop() == 0

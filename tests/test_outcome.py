@@ -155,3 +155,31 @@ def test_jitter_delays_each_occurrence_the_same_way_everywhere():
     assert outcome_fields(doc, ok(), now=NOW)[0]["date"] == fields["date"]     # derived, not drawn
     assert jittered(plain, "t", 3, parse_policy(doc)) == due
     assert jittered(plain, "t", 4, parse_policy(doc)) != due                    # another occurrence
+
+
+@pytest.mark.parametrize("policy, occurrence, expected", [
+    ({}, 0, None),                                                      # "one": run its date as it is
+    ({"catchup": "all"}, 0, None),                                      # "all": from the oldest
+    # none: the missed ones are skipped; the latest, due 1 s ago, is within the grace (a late timer)
+    ({"catchup": "none"}, 0, {"date": "2026-12-01T03:00:04Z", "occurrence": 2}),
+    ({"catchup": "all", "catchup_window": 3}, 0, {"date": "2026-12-01T03:00:02Z", "occurrence": 1}),
+    ({"catchup": "one", "catchup_window": 3}, 0, {"date": "2026-12-01T03:00:04Z", "occurrence": 2}),
+])
+def test_missed_occurrences_at_arming(policy, occurrence, expected):
+    from afterd.outcome import missed_fields
+
+    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=occurrence, **policy)
+    assert missed_fields(doc, NOW) == expected
+
+
+def test_catchup_none_without_grace_skips_to_the_next_occurrence():
+    from afterd.outcome import missed_fields
+
+    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup="none")
+    assert missed_fields(doc, NOW, grace_s=0) == {"date": "2026-12-01T03:00:06Z", "occurrence": 3}
+
+
+def test_catchup_all_after_a_run_goes_to_the_next_missed_occurrence():
+    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup="all")
+    fields, _ = outcome_fields(doc, ok(), now=NOW)
+    assert fields["occurrence"] == 1 and fields["date"] == "2026-12-01T03:00:02Z"
