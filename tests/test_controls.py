@@ -140,3 +140,15 @@ def test_resume_with_catchup_none_runs_nothing_missed(couch, worker, records):
     first = starts(records)[held]
     assert first["t"] >= next_date.timestamp() - 0.01, "a missed occurrence ran"
     assert w.stop() == 0
+
+
+def test_history_stays_at_its_limit(couch, worker, records):
+    w = worker().start()
+    [task_id] = post_all(couch, [record_task(records, utcnow(), repeat={"seconds": 1}, history_limit=3)])
+    wait_for(lambda: (couch.get(task_id).get("runs") or 0) >= 5, 30, "five runs")
+    doc = couch.get(task_id)
+    assert len(doc["history"]) == 3
+    assert [h["status"] for h in doc["history"]] == ["done"] * 3
+    occurrences = [parse_date(h["occurrence"]) for h in doc["history"]]
+    assert occurrences == sorted(occurrences) and len(set(occurrences)) == 3   # the latest three, in order
+    assert w.stop() == 0
