@@ -92,6 +92,15 @@ def tombstone(doc: dict) -> dict:
     return {"_id": doc["_id"], "_rev": doc.get("_rev"), "_deleted": True}
 
 
+def rivals(leaves: list[dict]) -> dict:
+    """resolve_conflict's answer for rival claims left to their claimants: the leaves."""
+    return {"_rivals": leaves}
+
+
+def is_rivals(doc: dict) -> bool:
+    return "_rivals" in doc
+
+
 def put_back(couch, doc_id: str, merged: dict) -> dict | None:
     """A task whose every leaf was deleted while its conflict was being resolved (its
     kept leaf withdrawn by a claimant answered 202 at the same moment): write the merged
@@ -105,7 +114,7 @@ def put_back(couch, doc_id: str, merged: dict) -> dict | None:
     return couch.get_conflicted(doc_id)
 
 
-def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS, me: str | None = None,
+def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS,
                      defer_race=lambda doc_id: False) -> dict:
     """Resolve a task's conflicting revisions; the task as it is afterwards, for the loop.
 
@@ -126,12 +135,13 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS, me: str | N
             last = f"of leaves {revs} only {[d['_rev'] for d in leaves]} were live"
             log.debug("task %s: %s", doc_id, last, extra=about_doc(doc, in_text=True))
         elif conflicts.is_claim_race(leaves) and defer_race(doc_id):
-            # Not ours to settle (conflicts.is_claim_race): our own claim if we made one,
-            # else CouchDB's winner, which is not ours, so the loop lets it go.
-            mine = [d for d in leaves if claims.owner_of(d) == me]
+            # Not ours to settle (conflicts.is_claim_race). The loop keeps what it holds:
+            # the 201 winner its claim, a 202 loser the withdrawal under way; a leaf
+            # handed over now could arm a claim the loop never saw answered. None: this
+            # change is skipped; the withdrawal, or the end of the grace, brings the task.
             log.info("task %s: rival claims %s; waiting for the claims answered 202 to be withdrawn",
                      doc_id, ", ".join(revs), extra=about_doc(doc, in_text=True))
-            return without_conflicts(mine[0] if mine else doc)
+            return rivals(leaves)
         else:
             resolution = conflicts.resolve(leaves)
             results = couch.write_resolution(resolution.doc, doc_id, resolution.losers)
@@ -306,7 +316,9 @@ class Feed(threading.Thread):
         resolved = []
         for doc in docs:
             if has_conflicts(doc) and not is_worker_record(doc):
-                doc = resolve_conflict(self.couch, doc, me=self.owner_process, defer_race=self._defer_race)
+                doc = resolve_conflict(self.couch, doc, defer_race=self._defer_race)
+                if is_rivals(doc):
+                    continue
             if not has_conflicts(doc) and doc.get("_id") in self._races and \
                     self._races[doc["_id"]] <= clock.monotonic_s():
                 del self._races[doc["_id"]]

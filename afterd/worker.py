@@ -30,7 +30,7 @@ from afterd import outcome as outcomes
 from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
 from afterd.exits import EXIT_NOPERM, EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE
-from afterd.feed import CLAIM_RACE_GRACE_S, Feed, has_conflicts, resolve_conflict, without_conflicts
+from afterd.feed import CLAIM_RACE_GRACE_S, Feed, has_conflicts, is_rivals, resolve_conflict, without_conflicts
 from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
 from afterd.logs import about, about_doc, setup_logging
 from afterd.metrics import Metrics, outcome_kind
@@ -140,6 +140,7 @@ class Worker:
         self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
         self._withdrawn: dict[str, str] = {}     # task -> our leaf withdrawn after a 202: never act on it
         self._unstarted: dict[str, None] = {}    # runs whose `running` we wrote, then did not start
+        self._confirm_at_start: set[str] = set()  # our claims found among rivals at start-up
         # metrics: host and slot are known once start() has locked a slot
         self.metrics = Metrics(settings.metrics_dir, worker=name, host=settings.host, slot=0,
                                started_s=clock.epoch_s(), now_m=clock.monotonic_s())
@@ -227,6 +228,10 @@ class Worker:
                 else:
                     foreign.setdefault(owner, []).append(doc)
             self._decide_all(mine)
+            for doc_id in self._confirm_at_start.intersection(d["_id"] for d in mine):
+                entry = self.entries.get(doc_id)
+                if entry is not None:
+                    entry.confirm_first = True
         for process, tasks in foreign.items():
             beat = beats.get(process)
             runs = None
@@ -257,9 +262,17 @@ class Worker:
         if not has_conflicts(doc):
             return doc
         try:
-            # Rival claims are left to their 202 losers here as in the feed (feed.py).
-            return resolve_conflict(self.couch, doc, me=self.me.process,
-                                    defer_race=lambda _id: self.claim_race_grace_s > 0)
+            resolved = resolve_conflict(self.couch, doc, defer_race=lambda _id: self.claim_race_grace_s > 0)
+            if not is_rivals(resolved):
+                return resolved
+            # Rival claims, left to their 202 losers as in the feed. Nothing says whether
+            # our own leaf among them was answered 201: take it, but confirm it before any
+            # run (Worker._load): a confirmation beside a rival leaf does not win.
+            mine = [d for d in resolved["_rivals"] if claims.owner_of(d) == self.me.process]
+            if mine:
+                self._confirm_at_start.add(doc["_id"])
+                return without_conflicts(mine[0])
+            return without_conflicts(doc)
         except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
             log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e,
                         extra=about_doc(doc, in_text=True))

@@ -72,8 +72,10 @@ def race(couch, db_name, spawn, records, proxies, processes, stale_one=False, ac
         [(d["_id"], d.get("error")) for d in final.values() if d["status"] != "done"][:3]
     assert len(starts) == TASKS
     assert sum(p.planted for p in ps) > 0, "no claim race happened: the test proved nothing"
-    wait_for(lambda: not [i for i in conflicted if couch.get_conflicted(i).get("_conflicts")], 30,
-             "no conflict left")
+    # Rival leaves are withdrawn, or resolved once the winner's outcome makes them
+    # ordinary conflicts, a few a second on a loaded machine: allow for it.
+    wait_for(lambda: not [i for i in conflicted if couch.get_conflicted(i).get("_conflicts")],
+             max(30.0, 0.2 * TASKS), "no conflict left", interval_s=1.0)
     assert all(w.alive() for w in workers)
     return ps, workers
 
