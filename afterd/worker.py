@@ -641,8 +641,11 @@ class Worker:
         if reset_anchor or "anchor" not in doc:
             claimed["anchor"] = format_date(task.date)
             claimed["occurrence"] = 0
-            # The first occurrence gets its jitter too (the anchor keeps the user's date).
-            claimed["date"] = format_date(outcomes.jittered(task.date, task.id, 0, task.policy))
+            # The first occurrence gets its jitter too (the anchor keeps the user's date);
+            # without one, the user's date stays as the user wrote it.
+            first = outcomes.jittered(task.date, task.id, 0, task.policy)
+            if first != task.date:
+                claimed["date"] = format_date(first)
         claimed.pop("running", None)
         entry.phase = "new"
         self._write(entry, claimed, "claim")
