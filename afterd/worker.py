@@ -436,7 +436,7 @@ class Worker:
                 self._unstarted.pop(next(iter(self._unstarted)))
             entry.phase, entry.run_id = "new", None
         entry.confirm_first = True
-        entry.not_before_s = self._now_s() + QUORUM_RETRY_S
+        entry.not_before_s = clock.epoch_s() + QUORUM_RETRY_S
         if withdrawn:
             self._withdrawn[doc_id] = rev
             if len(self._withdrawn) > FORGOTTEN_MAX:
@@ -453,9 +453,6 @@ class Worker:
             self._forget(doc_id, "deleted")
             return
         self._decide(current)
-
-    def _now_s(self) -> float:
-        return clock.epoch_s()
 
     def _after_write(self, entry, tag):
         doc = entry.doc

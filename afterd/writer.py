@@ -25,12 +25,9 @@ from dataclasses import dataclass
 
 from afterd import clock
 from afterd.couch import CouchError, Unavailable, Unauthorized
+from afterd.feed import without_conflicts
 
 log = logging.getLogger("after.writer")
-
-
-def without_conflicts(doc: dict | None) -> dict | None:
-    return {k: v for k, v in doc.items() if k != "_conflicts"} if doc is not None else None
 
 BATCH_MAX = 1000
 BATCH_INTERVAL_S = 0.02
@@ -180,7 +177,7 @@ class Writer(threading.Thread):
                 # A quorum took our confirmation, but a rival claim stands beside it (its
                 # claimant has not withdrawn it yet): not now; the loop confirms again.
                 current = self._retrying(lambda: couch.get_conflicted(write.doc["_id"]))
-                self.on_result(ACCEPTED, write, (rev, without_conflicts(current), False))
+                self.on_result(ACCEPTED, write, (rev, current and without_conflicts(current), False))
             else:
                 self.on_result(WRITTEN, write, rev)
         except Exception:   # a bug here must not leave the loop waiting on this task forever
@@ -228,7 +225,7 @@ class Writer(threading.Thread):
             except CouchError as e:
                 log.warning("task %s: could not put it back: %s", doc_id, e)
             after = self._retrying(lambda: couch.get_conflicted(doc_id))
-        return without_conflicts(after), True
+        return (after and without_conflicts(after)), True
 
     def _retrying(self, read):
         while True:
