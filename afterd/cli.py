@@ -259,7 +259,7 @@ def cmd_start(args, settings: Settings) -> int:
         worker_argv = [sys.executable, "-m", "afterd", *settings_flags(args), "start", name]
         return daemon.daemon_start(name, worker_argv)
     try:
-        from afterd.worker import run_worker
+        from afterd.service import run_worker
     except ImportError as e:
         if getattr(e, "name", None) == "afterd.worker":
             raise UserError("this build has no worker yet (afterd/worker.py is missing)", EXIT_FAILURE) from None

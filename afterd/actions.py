@@ -1,0 +1,158 @@
+"""What the loop does with a decision (decide.py): claim, arm, refuse, hold, cancel, forget.
+
+A mixin of Worker (worker.py), split out by concern: it acts on `self.entries`,
+`self.timers`, and writes through `self._write` (one write per document in flight).
+The time is the loop turn's (`self.now_s`, `self.now()`), never the clock's.
+"""
+
+import logging
+
+from afterd import claims, decide
+from afterd import outcome as outcomes
+from afterd.entry import Entry
+from afterd.logs import about_doc
+from afterd.runs import run_key
+from afterd.task import TaskError, format_date, parse_task
+from afterd.writer import CLAIM, CONFIRM, Write
+
+log = logging.getLogger("after.worker")
+
+FORGOTTEN_MAX = 100_000  # finished tasks remembered, to tell stale feed echoes apart
+
+
+class Acting:
+    def _decide_all(self, docs):
+        for doc in docs:
+            self._decide(doc)
+
+    def _decide(self, doc):
+        """Given the current version of a document, do what its state asks of us (decide.py)."""
+        doc_id = doc.get("_id", "")
+        if doc_id.startswith(("_design/", claims.HEARTBEAT_PREFIX)):
+            return
+        entry = self.entries.get(doc_id)
+        held = decide.Held(entry.doc.get("_rev"), entry.phase, entry.writing) if entry is not None else None
+        action = decide.decide(doc, held, me=self.me.process, worker=self.name,
+                               forgotten_gen=self._forgotten.get(doc_id, 0),
+                               withdrawn_rev=self._withdrawn.get(doc_id))
+        kind = action.kind
+        if kind == decide.IGNORE:
+            return
+        if kind == decide.LATER:
+            entry.latest = doc   # decide once our write is answered
+            return
+        if kind == decide.FORGET:
+            self._forget(doc_id, action.why, cancel_run=action.cancel_run)
+            return
+        if kind == decide.REFUSE:
+            self._refuse(doc, action.why)
+            return
+        if entry is None:
+            entry = self.entries[doc_id] = Entry(doc=doc)
+        else:
+            entry.doc = doc
+        if kind == decide.CANCEL_RUN:
+            entry.cancel = True
+            self.runner.cancel(entry.run_id)
+        elif kind == decide.CANCEL:
+            self._write(entry, {**doc, "status": "canceled", "owner": self.me.owner_field(),
+                                "finished_at": format_date(self.now())}, "canceled")
+        elif kind in (decide.PAUSE, decide.HOLD):
+            self._hold_paused(entry, write=kind == decide.PAUSE)
+        elif kind == decide.CLAIM:
+            self._claim(entry, reset_anchor=action.reset_anchor, run_now=action.run_now)
+        elif kind == decide.ARM:
+            self._arm(entry)
+        elif kind == decide.RECOVER:
+            self._recover_running(entry)
+
+    def _task_or_refuse(self, doc):
+        """The parsed task; or None, once the document is being ended as error."""
+        try:
+            return parse_task(doc)
+        except TaskError as e:
+            self._refuse(doc, e)
+            return None
+
+    def _claim(self, entry, reset_anchor, run_now=False):
+        doc = entry.doc
+        task = self._task_or_refuse(doc)
+        if task is None:
+            return
+        # A paused task stays paused whoever holds it (a takeover must not resume it).
+        status = "paused" if doc.get("status") in ("pause", "paused") else "scheduled"
+        claimed = {**doc, "status": status, "owner": self.me.owner_field()}
+        if run_now:
+            # An extra run, due now: the field keeps the request across a crash, and the
+            # run's own id (claims.run_id of this instant) keeps it apart from occurrences.
+            claimed["run_now"] = format_date(self.now())
+        if reset_anchor or "anchor" not in doc:
+            claimed["anchor"] = format_date(task.date)
+            claimed["occurrence"] = 0
+            # The first occurrence gets its jitter too (the anchor keeps the user's date);
+            # without one, the user's date stays as the user wrote it.
+            first = outcomes.jittered(task.date, task.id, 0, task.policy)
+            if first != task.date:
+                claimed["date"] = format_date(first)
+        claimed.pop("running", None)
+        entry.phase = "new"
+        self._write(entry, claimed, "claim")
+
+    def _hold_paused(self, entry, write: bool):
+        """`pause`: disarm and say `paused`; `paused`: hold it, armed by nobody."""
+        self.timers.disarm(entry.id)
+        entry.phase = "held"
+        if write:
+            self._write(entry, {**entry.doc, "status": "paused", "owner": self.me.owner_field()}, "paused")
+
+    def _refuse(self, doc, error):
+        """A document no worker can use (it got past validation): end it as error, saying why."""
+        log.warning("task %s is unusable: %s", doc.get("_id"), error, extra=about_doc(doc))
+        entry = self.entries.get(doc["_id"]) or self.entries.setdefault(doc["_id"], Entry(doc=doc))
+        entry.doc = doc
+        self._write(entry, {**doc, "status": "error", "owner": self.me.owner_field(),
+                            "error": {"type": "InvalidTask", "message": str(error), "traceback": None},
+                            "finished_at": format_date(self.now())}, "refused")
+
+    def _arm(self, entry):
+        doc = entry.doc
+        task = self._task_or_refuse(doc)
+        if task is None:
+            return
+        skip = outcomes.missed_fields(doc, self.now())
+        if skip is not None:
+            # Occurrences it must not run (catchup "none", or older than catchup_window).
+            log.info("task %s: skipping missed occurrences: next %s", entry.id, skip.get("date"),
+                     extra=about_doc(doc, in_text=True))
+            entry.phase = "new"
+            self._write(entry, {**doc, **skip}, "catchup")
+            return
+        run, due = run_key(doc, task)
+        if self._predecessor:   # only after a restart over a journal with open runs
+            prior = self._predecessor.pop(run, None)
+            if prior is not None and prior.state in ("started", "outcome"):
+                self._settle_predecessor(entry, run, prior)
+                return
+        entry.phase = "armed"
+        self.timers.arm(entry.id, max(due.timestamp(), entry.not_before_s))
+
+    def _write(self, entry, doc, tag):
+        log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"),
+                  extra=about_doc(doc, entry.run_id, in_text=True))
+        entry.writing = True
+        decides = CLAIM if tag == "claim" else CONFIRM if tag == "running" and entry.confirm_first else None
+        self.writer.submit(Write(doc=doc, tag=tag, decides=decides))
+
+    def _forget(self, doc_id, why, cancel_run=False):
+        entry = self.entries.pop(doc_id, None)
+        self._held.pop(doc_id, None)
+        if entry is not None:
+            # Remember its last version a while, so a late echo of an older one is ignored.
+            self._forgotten[doc_id] = decide.rev_gen(entry.doc.get("_rev"))
+            if len(self._forgotten) > FORGOTTEN_MAX:
+                self._forgotten.pop(next(iter(self._forgotten)))
+        self.timers.disarm(doc_id)
+        if entry is not None and cancel_run and entry.run_id and entry.phase in ("starting", "running"):
+            log.info("task %s %s: stopping its run", doc_id, why,
+                     extra=about_doc(entry.doc, entry.run_id, in_text=True))
+            self.runner.cancel(entry.run_id)

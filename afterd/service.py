@@ -1,0 +1,181 @@
+"""Start-up: connect to CouchDB, build a worker's parts, load its tasks; `after start NAME`.
+
+The loop (worker.py) gets its parts handed in (Worker.attach): the runner, the
+heartbeat, the writer and the feed, each a thread here, each on its own store. A test
+can hand it the same parts on an in-memory store and step them (tests/stepped.py).
+"""
+
+import logging
+import os
+import socket
+
+from afterd import claims, clock, journal
+from afterd.claims import Identity
+from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
+from afterd.exits import EXIT_NOPERM, EXIT_SOFTWARE, EXIT_UNAVAILABLE
+from afterd.feed import CLAIM_RACE_GRACE_S, Feed, has_conflicts, is_rivals, resolve_conflict, without_conflicts
+from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
+from afterd.logs import about_doc, setup_logging
+from afterd.runner import Runner
+from afterd.worker import Worker
+from afterd.writer import Writer
+
+log = logging.getLogger("after.worker")
+
+
+def run_worker(name: str, settings) -> int:
+    """`after start NAME` in the foreground: the exit code."""
+    setup_logging(settings.log_level, fields={"WORKER": name})   # journal field on every line
+    worker = Worker(name, settings)
+    try:
+        store = connect(settings)
+        worker.claim_race_grace_s = claim_race_grace(store.quorum())
+    except Unauthorized as e:
+        log.error("%s", e)
+        return EXIT_NOPERM
+    except CouchError as e:
+        log.error("%s", e)
+        return EXIT_UNAVAILABLE
+    try:
+        start(worker, store)
+    except BlockingIOError:
+        log.error("state directory %s is locked by another process", worker.state_dir)
+        return EXIT_SOFTWARE
+    except (Unavailable, CouchError) as e:
+        log.error("%s", e)
+        return EXIT_UNAVAILABLE
+    return worker.run()
+
+
+def connect(settings) -> Couch:
+    """CouchDB answered, the database and the design document are in place."""
+    store = Couch(settings.couchdb_url, settings.database)
+    store.info()
+    store.ensure_database()
+    store.ensure_design()
+    return store
+
+
+def claim_race_grace(quorum: dict) -> float:
+    """How long the feed leaves rival claims for their 202 losers to withdraw (feed.py).
+
+    On a cluster (n > 1 copies) a claim wins only when a write quorum took it, and with
+    w a majority of n two rival claims cannot both win: the losers withdraw, and the
+    feed must not settle the race first. Elsewhere (one node, or servers replicating to
+    each other) every claim was answered 201 and nothing will be withdrawn: the feed
+    settles rival claims at once by the ordinary rule (docs/guarantees.md).
+    """
+    n, w = quorum.get("n", 1), quorum.get("w")
+    if n <= 1:
+        return 0.0
+    if w is not None and 2 * w <= n:
+        log.warning("the database keeps n=%d copies with a write quorum w=%d, not a majority: two rival "
+                    "claims can both be answered 201, and a task may run twice (docs/guarantees.md)", n, w)
+    log.info("CouchDB cluster: n=%d copies, w=%s, r=%s: a claim counts only when a write quorum took it",
+             n, w, quorum.get("r"))
+    return CLAIM_RACE_GRACE_S
+
+
+def start(worker: Worker, store: Couch):
+    """Lock a journal slot, start the runner, the heartbeat, the writer and the feed, and
+    load the worker's tasks: after this the worker is ready to run()."""
+    s, post = worker.settings, worker._post
+    slot, journal_, predecessor = journal.open_slot(worker.state_dir)
+    me = Identity(worker.name, s.host or socket.gethostname(), slot, os.getpid())
+    log.info("worker %s starting as %s (CouchDB %s, database %s, jobs %s)",
+             worker.name, me.process, store.safe_url, s.database, s.jobs_dir)
+    runner = Runner(s.jobs_dir, on_outcome=lambda o: post("outcome", o),
+                    on_start=lambda run, t: post("started", run, t),
+                    concurrency=s.concurrency, kill_grace_s=s.kill_grace_s,
+                    trusted_uids={0, os.geteuid()}, journal_path=journal_.path,
+                    memory_limit_bytes=s.memory_limit_bytes)
+    heartbeat = Heartbeat(store.clone(), me, lease_s=s.lease_s, skew_margin_s=s.skew_margin_s,
+                          state_dir=worker.state_dir, on_lease=lambda until, why: post("lease", until, why),
+                          on_peer=lambda *a: post("peer", *a), counters=worker.metrics.heartbeat_fields)
+    writer = Writer(store.clone(), on_result=lambda kind, w, info: post("write", kind, w, info),
+                    on_state=lambda ok, why: post("problem", "writer", None if ok else why))
+    checkpoint = f"after-feed-{me.process}"
+    if store.get_local(checkpoint) is None:
+        # First start of this identity: everything before now comes from the load below.
+        store.put_local(checkpoint, {"seq": store.update_seq()})
+    feed = Feed(store.clone(), worker.name, checkpoint, on_batch=worker._feed_batch,
+                on_state=lambda state, why: post("feed", state, why),
+                owner_process=me.process, claim_race_grace_s=worker.claim_race_grace_s)
+    worker.attach(me, journal_, predecessor, runner=runner, heartbeat=heartbeat, writer=writer, feed=feed)
+    runner.start()
+    worker.lease_until_s = heartbeat.renew()
+    writer.start()
+    load(worker, store, clock.epoch_s(), clock.monotonic_s())
+    heartbeat.start()
+    feed.start()
+
+
+def load(worker: Worker, store, now_s: float, now_m: float):
+    """Arm every active task of this worker: ours, new ones, and those of dead peers."""
+    worker.now_s, worker.now_m = now_s, now_m
+    me, name, margin_s = worker.me, worker.name, worker.settings.skew_margin_s
+    found = store.docs_with_prefix(claims.heartbeat_prefix(name))
+    beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b for b in claims.heartbeats_of(name, found)}
+    now = worker.now()
+    active, foreign = set(), {}
+    # Page by page, each decided and dropped before the next is read: a parsed page is
+    # ~3 KB a task, the armed state ~0.5 KB (docs/benchmarks.md). A scan, not the
+    # active_by_worker view: no index to build first (docs/benchmarks.md).
+    for page in store.scan({"worker": name, "status": {"$in": ACTIVE}}, conflicts=True):
+        mine = []
+        for doc in (resolved(worker, store, d) for d in page):
+            if doc.get("status") not in ACTIVE:
+                continue
+            active.add(doc["_id"])
+            owner = claims.owner_of(doc)
+            if owner is None or owner == me.process:
+                mine.append(doc)
+            else:
+                foreign.setdefault(owner, []).append(doc)
+        worker._decide_all(mine)
+        for doc_id in worker._confirm_at_start.intersection(d["_id"] for d in mine):
+            entry = worker.entries.get(doc_id)
+            if entry is not None:
+                entry.confirm_first = True
+    for process, tasks in foreign.items():
+        beat = beats.get(process)
+        runs = None
+        if beat and beat.get("host") == me.host and isinstance(beat.get("slot"), int):
+            runs = journal.read_if_dead(worker.state_dir, beat["slot"])
+        if runs is None:
+            if not claims.lease_expired(beat, now, margin_s):
+                continue
+            # The scan read one copy; a takeover rests on what a quorum says.
+            beat = confirmed_expired(store, claims.HEARTBEAT_PREFIX + process, now, margin_s)
+            if beat is False:
+                continue
+        worker._take_over(beat, process, tasks, runs)
+    worker._close_predecessor_runs(active)
+    worker.journal.commit()
+    worker._flush_after_commit()
+    log.info("loaded %d active tasks: %d armed", len(active), len(worker.timers))
+
+
+def resolved(worker: Worker, store, doc: dict) -> dict:
+    """A task found at start-up, its conflicting revisions (a CouchDB cluster) resolved
+    as the feed resolves them; as CouchDB chose if that fails now (its next change
+    tries again)."""
+    if not has_conflicts(doc):
+        return doc
+    try:
+        resolved_ = resolve_conflict(store, doc, defer_race=lambda _id: worker.claim_race_grace_s > 0)
+        if not is_rivals(resolved_):
+            return resolved_
+        # Rival claims, left to their 202 losers as in the feed. Nothing says whether
+        # our own leaf among them was answered 201: take it, but confirm it before any
+        # run (load above): a confirmation beside a rival leaf does not win.
+        mine = [d for d in resolved_["_rivals"] if claims.owner_of(d) == worker.me.process]
+        if mine:
+            worker._confirm_at_start.add(doc["_id"])
+            return without_conflicts(mine[0])
+        return without_conflicts(doc)
+    except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
+        log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e,
+                    extra=about_doc(doc, in_text=True))
+        return without_conflicts(doc)
+
