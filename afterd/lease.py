@@ -46,8 +46,9 @@ def confirmed_expired(couch, beat_id: str, now, skew_margin_s: float):
 
 class Heartbeat(threading.Thread):
     def __init__(self, couch, me: Identity, *, lease_s: float, skew_margin_s: float, state_dir,
-                 on_lease, on_peer, counters=None):
+                 on_lease, on_peer, counters=None, clock=clock):
         super().__init__(name="after-heartbeat", daemon=True)
+        self.clock = clock            # afterd.clock, or a test's stepped one
         self.couch = couch
         self.me = me
         self.lease_s = lease_s
@@ -92,10 +93,10 @@ class Heartbeat(threading.Thread):
 
     def renew(self, stopped=False) -> float | None:
         """Write the heartbeat; the monotonic time until which our lease holds, or None."""
-        sent_s = clock.monotonic_s()
+        sent_s = self.clock.monotonic_s()
         counters = self.counters() if self.counters else None
         body = {"_id": self.me.heartbeat_id,
-                **heartbeat_doc(self.me, clock.now(), self.lease_s, stopped, counters)}
+                **heartbeat_doc(self.me, self.clock.now(), self.lease_s, stopped, counters)}
         for _ in range(3):
             if self._rev:
                 body["_rev"] = self._rev
@@ -116,28 +117,31 @@ class Heartbeat(threading.Thread):
         raise CouchError("heartbeat kept conflicting")
 
     def run(self):
-        interval_s = self.lease_s / 4
         while not self._stopping:
-            try:
-                until = self.renew()
-                self.on_lease(until, "")
-            except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
-                # The thread must outlive any answer: a dead heartbeat is a lapsed lease.
-                self.on_lease(None, str(e))
-                self._wake.wait(min(interval_s, 2.0))
-                self._wake.clear()
-                continue
-            if clock.monotonic_s() >= self._next_scan_s:
-                self._next_scan_s = clock.monotonic_s() + self.lease_s / 2
-                try:
-                    self.scan_peers()
-                except (CouchError, LookupError, TypeError, ValueError) as e:
-                    log.warning("could not look for peers whose lease ended: %s", e)
-            self._wake.wait(interval_s)
+            self._wake.wait(self.beat())
             self._wake.clear()
 
+    def beat(self) -> float:
+        """Renew the lease (and, every lease_s / 2, look for peers whose lease ended); the
+        seconds until the next beat. The thread calls it; a test steps it (tests/stepped.py)."""
+        interval_s = self.lease_s / 4
+        try:
+            until = self.renew()
+            self.on_lease(until, "")
+        except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
+            # The thread must outlive any answer: a dead heartbeat is a lapsed lease.
+            self.on_lease(None, str(e))
+            return min(interval_s, 2.0)
+        if self.clock.monotonic_s() >= self._next_scan_s:
+            self._next_scan_s = self.clock.monotonic_s() + self.lease_s / 2
+            try:
+                self.scan_peers()
+            except (CouchError, LookupError, TypeError, ValueError) as e:
+                log.warning("could not look for peers whose lease ended: %s", e)
+        return interval_s
+
     def scan_peers(self):
-        now = clock.now()
+        now = self.clock.now()
         worker = self.me.worker
         beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
         for beat in beats:

@@ -91,8 +91,11 @@ class Recovering:
         if attempts < retry:
             log.warning("task %s: run %s interrupted (%s); retrying (%d of %d)", doc["_id"], run, how,
                         attempts + 1, retry, extra=about_doc(doc, run))
+            # The cut attempt goes into the history like any other (design §3).
+            cut, _ = outcomes.outcome_fields(doc, outcomes.interrupted(run, how, now), now=now,
+                                             process=entry.taking_from or self.me.process)
             update = {**doc, "status": "scheduled", "attempts": attempts + 1,
-                      "owner": self.me.owner_field()}
+                      "owner": self.me.owner_field(), "history": cut["history"]}
             update.pop("running", None)
             entry.phase = "new"
             self._write(entry, update, "claim")

@@ -65,6 +65,8 @@ class Writer(threading.Thread):
         self._last_send_mono = float("-inf")
         self._settlers = None            # a thread pool, made on the first 202
         self._settler_couch = threading.local()
+        self._failure: Exception | None = None
+        self.settle_inline = False       # a stepped test settles 202s in its own thread
 
     def submit(self, write: Write):
         with self._cond:
@@ -110,31 +112,46 @@ class Writer(threading.Thread):
                 batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
                 self._inflight = len(batch)
                 self._last_send_mono = clock.monotonic_s()
-            try:
-                results = self.couch.bulk([w.doc for w in batch])
-                if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-                    raise Unavailable(f"CouchDB answered a bulk write with something unusable: {results!r:.80}")
-            except (Unavailable, Unauthorized, CouchError) as e:
-                # Keep the batch, in order, ahead of anything queued since.
-                with self._cond:
-                    self._queue.extendleft(reversed(batch))
-                    self._inflight = 0
-                    self._cond.notify_all()
-                backoff_s = min(BACKOFF_CAP_S, max(BACKOFF_FIRST_S, backoff_s * 2))
-                wait_s = random.uniform(backoff_s / 2, backoff_s)
-                self.on_state(False, f"CouchDB unreachable, retrying writes in {wait_s:.0f}s: {e}")
-                with self._cond:
-                    if self._stopping:
-                        return
-                    self._cond.wait(wait_s)
+            if self.send(batch):
+                if backoff_s:
+                    backoff_s = 0.0
+                    self.on_state(True, "")
                 continue
-            if backoff_s:
-                backoff_s = 0.0
-                self.on_state(True, "")
-            self._deliver(batch, results)
+            backoff_s = min(BACKOFF_CAP_S, max(BACKOFF_FIRST_S, backoff_s * 2))
+            wait_s = random.uniform(backoff_s / 2, backoff_s)
+            self.on_state(False, f"CouchDB unreachable, retrying writes in {wait_s:.0f}s: {self._failure}")
             with self._cond:
+                if self._stopping:
+                    return
+                self._cond.wait(wait_s)
+
+    def send(self, batch: list[Write]) -> bool:
+        """Write one batch and report each document's result; False if CouchDB did not
+        answer (the batch is back at the head of the queue, in order). The thread calls
+        it; a test steps it (tests/stepped.py)."""
+        try:
+            results = self.couch.bulk([w.doc for w in batch])
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                raise Unavailable(f"CouchDB answered a bulk write with something unusable: {results!r:.80}")
+        except (Unavailable, Unauthorized, CouchError) as e:
+            self._failure = e
+            with self._cond:
+                self._queue.extendleft(reversed(batch))
                 self._inflight = 0
                 self._cond.notify_all()
+            return False
+        self._deliver(batch, results)
+        with self._cond:
+            self._inflight = 0
+            self._cond.notify_all()
+        return True
+
+    def take(self) -> list[Write]:
+        """What is queued now (for a test stepping the writer instead of its thread)."""
+        with self._cond:
+            batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
+            self._inflight = len(batch)
+            return batch
 
     def _deliver(self, batch, results):
         # Match answers by id: pouchdb-server does not keep _bulk_docs answers in the
@@ -160,6 +177,11 @@ class Writer(threading.Thread):
                 self.on_result(REFUSED, write, str(reason))
 
     def _settle_soon(self, write, rev, accepted: bool):
+        if self.settle_inline:
+            with self._cond:
+                self._settling += 1
+            self._settle_and_report(write, rev, accepted)
+            return
         with self._cond:
             self._settling += 1
             if self._settlers is None:
