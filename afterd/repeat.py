@@ -14,7 +14,8 @@ occurrences 1, 2, ... are the rule's instances strictly after it; DTSTART is the
 rrule instances is slow; offset chains are not (plan() searches, it never walks).
 
 Durations ("30s", "1h30m", "1M7d", or a number of seconds) are read here too: the
-CLI's --every and --in, and the policy fields (retry delays, catch-up window, jitter).
+CLI's --every and --in, and the policy fields (retry delays, catch-up window, jitter);
+repeat_text prints a repeat back in that syntax.
 """
 
 from __future__ import annotations
@@ -416,3 +417,39 @@ def duration_s(value, field: str) -> float:
     if ms > MAX_SUBMONTH_MS:
         raise TaskError(field, f"{value!r} is too large (at most 1000 years)")
     return ms / 1000
+
+
+def duration_delta(units: dict[str, int]) -> relativedelta:
+    """{'months': 1, 'days': 7} (parse_duration's answer) -> the relativedelta to add to a date."""
+    fields = dict(units)
+    ms = fields.pop("milliseconds", 0)
+    return relativedelta(**fields, microseconds=ms * 1000)
+
+
+def duration_value(text: str, field: str):
+    """A policy duration typed as text, as the document keeps it: a number of seconds when
+    typed as one ("90", "0.5"), else the text as typed ("1h30m"). TaskError naming `field`."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    value = (int(number) if number.is_integer() else number) if number is not None else text
+    duration_s(value, field)
+    return value
+
+
+REPEAT_SHORT = {long: short for short, long in DURATION_UNITS.items()}
+
+
+def repeat_text(repeat) -> str:
+    """A task's `repeat` in the syntax `after add --every` takes: {'months': 1, 'days': 7}
+    -> '1M7d'; an rrule as written, a tz in parentheses; '-' for none."""
+    if not isinstance(repeat, dict):
+        return "-"
+    parts = ["".join(f"{value}{REPEAT_SHORT.get(key, key)}" for key, value in repeat.items()
+                     if key not in ("tz", "rrule", "until", "count"))]
+    if "rrule" in repeat:
+        parts.append(str(repeat["rrule"]))
+    if "tz" in repeat:
+        parts.append(f"({repeat['tz']})")
+    return " ".join(p for p in parts if p) or "-"

@@ -562,7 +562,7 @@ def test_man_page_documents_every_command_and_option():
     import argparse
     import re
 
-    from afterd.cli import build_parser
+    from afterd.cli.parser import build_parser
 
     page = (Path(__file__).resolve().parent.parent / "packaging" / "after.1").read_text()
     text = re.sub(r"\\f[BIRP]", "", page).replace("\\-", "-")

@@ -9,6 +9,7 @@ asserts only what both promise: seq is opaque, deletions always carry a rev.
 import threading
 
 import pytest
+import requests
 
 from afterd.couch import DESIGN_ID, Conflict, Forbidden, NotFound
 from afterd.store import MemoryStore, Store, forbidden
@@ -298,6 +299,17 @@ def test_ensure_design_installs_once(store):
     assert store.ensure_design({"version": 2, "views": {}}) is True
     assert store.ensure_design({"version": 1, "views": {}}) is False   # never downgrades
     assert store.get(DESIGN_ID)["version"] == 2
+
+
+def test_put_security_sets_who_may_use_the_database(store, request):
+    """`after init` restricts the database through this (never through Couch's own requests)."""
+    security = {"admins": {"names": [], "roles": []}, "members": {"names": [], "roles": ["after", "after_reader"]}}
+    store.put_security(security)
+    if isinstance(store, MemoryStore):
+        assert store._security == security   # the twin keeps it; nothing in after reads it back
+    else:
+        url = request.getfixturevalue("couch_url")
+        assert requests.get(f"{url}/{store.database}/_security", timeout=10).json() == security
 
 
 def test_conflict_calls_on_a_document_without_conflicts(store):
