@@ -217,6 +217,24 @@ class Couch:
         """Set the database's _security object (admins and members, by name or role)."""
         self._request("PUT", self._db_path + "/_security", body=security, what="setting _security")
 
+    def put_config(self, section: str, key: str, value: str) -> str:
+        """Set a server-wide setting; the value it had ('' if unset). Apache CouchDB takes it
+        at /_node/_local/_config, pouchdb-server only at the older /_config."""
+        last = None
+        for prefix in ("/_node/_local/_config", "/_config"):
+            try:
+                resp = self._request("PUT", f"{prefix}/{section}/{key}", body=value,
+                                     what=f"setting [{section}] {key}")
+            except NotFound as e:
+                last = e
+                continue
+            try:
+                old = resp.json()
+            except ValueError:
+                old = ""
+            return old if isinstance(old, str) else ""
+        raise last
+
     def update_seq(self):
         """The database's current sequence: opaque, only to be handed back to changes()."""
         return self._request("GET", self._db_path, what=f"database '{self.database}'").json()["update_seq"]

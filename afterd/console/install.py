@@ -68,26 +68,8 @@ def csp_warning(base_url: str) -> str:
 
 
 def set_attachments_csp(couch) -> str:
-    """PUT the console's policy into the server config; returns the previous value ('' if unset).
-
-    Apache CouchDB: /_node/_local/_config; pouchdb-server only knows the older /_config.
-    """
-    from afterd.couch import NotFound
-
-    last = None
-    for prefix in ("/_node/_local/_config", "/_config"):
-        path = f"{prefix}/{CSP_SECTION}/{CSP_KEY}"
-        try:
-            resp = couch._request("PUT", path, body=CONSOLE_CSP, what=f"setting [{CSP_SECTION}] {CSP_KEY}")
-        except NotFound as e:
-            last = e
-            continue
-        try:
-            old = resp.json()
-        except ValueError:
-            old = ""
-        return old if isinstance(old, str) else ""
-    raise last
+    """PUT the console's policy into the server config; returns the previous value ('' if unset)."""
+    return couch.put_config(CSP_SECTION, CSP_KEY, CONSOLE_CSP)
 
 
 def user_help(base_url: str, database: str) -> str:
