@@ -181,14 +181,16 @@ def after_run(policy: Policy, anchor: datetime, rep: Repeat, k_ran: int, now: da
 
     overlap "skip": the occurrences that came due during the run are dropped (they are
     CatchUp.missed, none runs) and the first after now is armed: plan()'s answer.
-    Otherwise ("wait", and "replace", whose run was not replaced): the catch-up policy.
+    Otherwise ("wait", and "replace", whose run was not replaced): the catch-up policy,
+    with no grace: under "none" an occurrence that came due during the run is missed,
+    however recently (catch_up's grace is for a timer firing late, not for a run).
     """
     if policy.overlap == "skip":
         next_k, next_date = plan(anchor, rep, k_ran, now)
         stop = next_k if next_k is not None else k_ran + 1
         missed = range(k_ran + 1, max(k_ran + 1, stop))
         return CatchUp(missed, range(missed.stop, missed.stop), next_k, next_date)
-    return catch_up(anchor, rep, k_ran + 1, now, policy.catchup, policy.catchup_window_s)
+    return catch_up(anchor, rep, k_ran + 1, now, policy.catchup, policy.catchup_window_s, grace_s=0.0)
 
 
 def history_limit(policy: Policy, worker_default: int = DEFAULT_HISTORY_LIMIT) -> int:
