@@ -183,7 +183,7 @@ class Worker:
                              on_start=lambda run, t: self._post("started", run, t),
                              concurrency=s.concurrency, kill_grace_s=s.kill_grace_s,
                              trusted_uids={0, os.geteuid()}, journal_path=self.journal.path,
-                             memory_limit_bytes=s.memory_limit_bytes)
+                             memory_limit_bytes=s.memory_limit_bytes, output_limit=s.output_limit)
         self.runner.start()
         self.heartbeat = Heartbeat(Couch(s.couchdb_url, s.database), self.me, lease_s=s.lease_s,
                                    skew_margin_s=s.skew_margin_s, state_dir=self.state_dir,
@@ -480,6 +480,9 @@ class Worker:
             if entry.phase == "starting" and not entry.confirm_first:
                 self._hold(task_id, started_at_s, self._running_field(run_id, started_at_s))
             entry.phase = "running"
+            replace_at = outcomes.replace_due(entry.doc, clock.now())   # overlap "replace"
+            if replace_at is not None:
+                self.timers.arm(task_id, replace_at.timestamp())
 
     def _ev_outcome(self, outcome):
         task_id = self.runs.pop(outcome.run_id, None)
@@ -782,6 +785,8 @@ class Worker:
         room = self._max_outstanding - len(self.runs)
         for task_id in self.timers.pop_due(now_s + FORK_AHEAD_S, limit=max(0, min(START_BATCH_MAX, room))):
             entry = self.entries.get(task_id)
+            if entry is not None and entry.phase == "running":
+                self.runner.cancel(entry.run_id)   # overlap "replace": its next occurrence is due
             if entry is None or entry.phase != "armed":
                 continue
             if entry.writing:
@@ -858,7 +863,8 @@ class Worker:
     def _outcome_fields(self, entry, outcome) -> dict:
         """The document's fields after this run (afterd/outcome.py)."""
         fields, warning = outcomes.outcome_fields(entry.doc, outcome, now=clock.now(), canceled=entry.cancel,
-                                                  process=self.me.process)
+                                                  process=self.me.process, history_limit=self.settings.history_limit,
+                                                  output_limit=self.settings.output_limit)
         if warning:
             log.warning("task %s: %s", entry.id, warning, extra=about_doc(entry.doc, entry.run_id, in_text=True))
         return fields
