@@ -188,7 +188,8 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
     """The document to write: `fields` over `base` (the current version), owned by us.
 
     A user's `cancel` written during the run makes it `canceled`; a `pause` makes a
-    repeat that would go on `paused` (the run finished; the chain waits).
+    repeat that would go on `paused` (the run finished; the chain waits); a `run` (run
+    now) makes a repeat that goes on run once more at once (`run_now`).
     """
     update = dict(fields)
     remove = update.pop(REMOVE, [])
@@ -207,6 +208,10 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
         doc["status"] = "canceled"
     elif base.get("status") in ("pause", "paused") and doc.get("status") == "scheduled":
         doc["status"] = "paused"
+    elif base.get("status") == "run" and doc.get("status") == "scheduled" and "run_now" not in doc:
+        # Run now, asked during the run: the extra run is due when this one ended (its id
+        # derives from that date, so it runs once), then the chain goes on.
+        doc["run_now"] = doc.get("finished_at")
     doc["owner"] = owner_field
     return doc
 

@@ -7,7 +7,7 @@ The policies that shape a resume (catchup other than "one") are not wired yet (i
 from datetime import timedelta
 
 from helpers import wait_for
-from test_engine import post_all, record_task, update, utcnow, worker  # noqa: F401 (worker: fixture)
+from test_engine import post_all, record_task, statuses, update, utcnow, worker  # noqa: F401 (worker: fixture)
 from test_engine import killed_at_end  # noqa: F401 (a fixture worker uses)
 from afterd.task import format_date, parse_date
 from workers import read_runs
@@ -256,3 +256,39 @@ def test_outputs_of_runs_that_left_the_history_are_dropped(couch, worker, record
     doc = couch.get(task_id)
     assert output_names(doc) == [h["output_ref"] for h in doc["history"]]   # the last two, no more
     assert w.stop() == 0
+
+
+# ---- two processes of one worker: nothing runs twice ---------------------------------------------
+
+def test_two_processes_of_one_worker_run_each_retry_attempt_occurrence_and_run_now_once(couch, worker, records):
+    from collections import Counter
+
+    processes = [worker().start() for _ in range(2)]
+    soon = utcnow() + timedelta(seconds=2)
+    failing = post_all(couch, [record_task(records, soon, args={"fail": True},
+                                           retry={"attempts": 3, "delay": 0.5, "backoff": 2, "on": ["error"]})
+                               for _ in range(20)])
+    repeating = post_all(couch, [record_task(records, soon, repeat={"seconds": 2}) for _ in range(10)])
+    # (a) every failing task: three attempts, then error
+    wait_for(lambda: set(statuses(couch, failing).values()) == {"error"}, 90, "the last attempts to fail")
+    # (b) each repeating task asked to run now, once it has run an occurrence (some while
+    # their next occurrence runs: all ten come due at the same instant)
+    wait_for(lambda: all((couch.get(t).get("runs") or 0) >= 1 for t in repeating), 60, "a first occurrence each")
+    for task_id in repeating:
+        update(couch, task_id, status="run")
+    extra = lambda: {s["task"] for s in starts(records) if "@now:" in (s.get("run") or "")}  # noqa: E731
+    wait_for(lambda: extra() >= set(repeating), 60, "every run now to start")
+    for p in processes:
+        assert p.stop() == 0
+    per_run = Counter(s["run"] for s in starts(records))
+    twice = {run: n for run, n in per_run.items() if n > 1}
+    assert not twice, f"ran more than once: {twice}"
+    for task_id in failing:
+        assert sorted(r.rsplit("#", 1)[1] for r in per_run if r.startswith(task_id + "@")) == ["0", "1", "2"]
+        assert [h["attempt"] for h in couch.get(task_id)["history"]] == [1, 2, 3]
+    for task_id in repeating:
+        assert any(r.startswith(task_id + "@now:") for r in per_run)
+        occurrences = [r for r in per_run if r.startswith(task_id + "@") and "@now:" not in r]
+        assert occurrences   # and each ran once (above)
+    owners = {couch.get(t)["owner"]["process"] for t in failing + repeating}
+    assert owners, owners

@@ -79,6 +79,16 @@ def test_apply_outcome_keeps_what_the_user_wrote_meanwhile(base_status, fields_s
     assert "running" not in doc and "error" not in doc and doc["runs"] == 1
 
 
+def test_run_now_asked_during_a_run_is_kept_as_an_extra_run_due_when_it_ended():
+    base = task(status="run", repeat={"seconds": 2}, running={"run": "r1"})
+    fields = {"status": "scheduled", "finished_at": "2026-12-01T03:00:01Z", "runs": 1, REMOVE: ["running", "run_now"]}
+    doc = apply_outcome(base, fields, {"process": "me"})
+    assert (doc["status"], doc["run_now"]) == ("scheduled", "2026-12-01T03:00:01Z")
+    # a one-time task: that run was its run
+    done = apply_outcome(task(status="run"), {**fields, "status": "done"}, {"process": "me"})
+    assert done["status"] == "done" and "run_now" not in done
+
+
 def test_interrupted_and_journal_outcomes():
     gone = interrupted("t@x#0", "its owner vanished", NOW)
     assert not gone.ok and gone.error["type"] == "Interrupted" and "its owner vanished" in gone.error["message"]
