@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from afterd import chains, history, outputs, policy
 from afterd.metrics import outcome_kind
-from afterd.repeat import catch_up, occurrence, plan
+from afterd.repeat import catch_up, occurrence
 from afterd.task import TaskError, format_date, parse_date, parse_task
 
 # Fields an outcome may take out of the document: the run marker, the extra-run request,
@@ -83,7 +83,7 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
     if canceled or (error or {}).get("type") == "Canceled":
         status = "canceled"
     queued_ms = round(outcome.queued_ms, 3)
-    run_record = {"date": doc.get("date"), "status": status, "started_at": started,
+    run_record = {"date": doc.get("date"), "status": "replaced" if replaced else status, "started_at": started,
                   "finished_at": finished, "queued_ms": queued_ms}
     if outcome.ok:
         run_record["result"] = outcome.result

@@ -658,10 +658,6 @@ def warn(text: str):
     _log(4, text)
 
 
-def info(text: str):
-    _log(6, text)
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     config = json.loads(argv[0])
