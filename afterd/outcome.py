@@ -120,7 +120,8 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
     warning = next_k = next_date = None
     if status != "canceled" and repeats:
         try:
-            next_k, next_date = next_after_run(doc, now, replaced=replaced)
+            next_k, next_date = next_after_run(doc, now, replaced=replaced,
+                                               started=utc(outcome.started_at_s) if outcome.started_at_s else None)
         except (TaskError, ValueError, OverflowError) as e:
             warning = f"cannot plan its next run: {e}"
     if next_date is not None:
@@ -138,13 +139,17 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
     return update, warning
 
 
-def next_after_run(doc: dict, now: datetime, replaced: bool = False) -> tuple[int | None, datetime | None]:
+def next_after_run(doc: dict, now: datetime, replaced: bool = False,
+                   started: datetime | None = None) -> tuple[int | None, datetime | None]:
     """(index, date) of the occurrence a repeat arms when the run of its occurrence
-    `occurrence` ends at `now`; (None, None) when the chain ended. By `overlap`:
+    `occurrence`, begun at `started`, ends at `now`; (None, None) when the chain ended.
+    Occurrences due before the run began collapsed into it (after downtime: one run,
+    then the first future occurrence). By `overlap`:
 
     wait (default): the occurrences that came due during the run follow `catchup`:
-        "one" runs the latest of them at once, "all" each in order (the oldest now),
-        "none" none of them (as after downtime; `catchup_window` drops older ones);
+        "one" runs the latest of them at once, "all" each in order (the oldest now,
+        and those missed before the run too, as always), "none" none of them
+        (`catchup_window` drops older ones);
     skip: they are dropped; the first occurrence after `now`;
     replace: the run was cut by its next occurrence (`replaced`): the latest due
         occurrence starts at once (like "one"); a run that ended in time: as wait.
@@ -157,7 +162,7 @@ def next_after_run(doc: dict, now: datetime, replaced: bool = False) -> tuple[in
     k_ran = int(doc.get("occurrence", 0) or 0)
     if replaced:
         task_policy = policy.Policy(catchup="one", catchup_window_s=task_policy.catchup_window_s)
-    cu = policy.after_run(task_policy, anchor, task.repeat, k_ran, now)
+    cu = policy.after_run(task_policy, anchor, task.repeat, k_ran, now, started)
     if cu.runs:
         return cu.runs[0], occurrence(anchor, task.repeat, cu.runs[0])
     if cu.next_date is None:

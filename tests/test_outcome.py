@@ -318,3 +318,21 @@ def test_history_limit_of_the_worker_applies_when_the_task_sets_none():
     doc = task(repeat={"seconds": 1}, anchor="2026-12-01T03:00:00Z", history=[{"status": "done"}] * 9)
     assert len(outcome_fields(doc, ok(), now=NOW, history_limit=5)[0]["history"]) == 5
     assert len(outcome_fields({**doc, "history_limit": 7}, ok(), now=NOW, history_limit=5)[0]["history"]) == 7
+
+
+@pytest.mark.parametrize("why, fields, start, seconds, date, k", [
+    ("after downtime the missed occurrences collapse into the run made now: then the first future one",
+     {}, "2026-12-01T03:10:30Z", 0.5, "2026-12-01T03:11:00Z", 11),
+    ("the same run taking 40 s: 03:11:00 came due during it, and runs at once",
+     {}, "2026-12-01T03:10:30Z", 40, "2026-12-01T03:11:00Z", 11),
+    ("catchup all: every occurrence since, as always", {"catchup": "all"}, "2026-12-01T03:10:30Z", 0.5,
+     "2026-12-01T03:01:00Z", 1),
+    ("catchup none, 40 s: none of them", {"catchup": "none"}, "2026-12-01T03:10:30Z", 40,
+     "2026-12-01T03:12:00Z", 12),
+])
+def test_a_run_begun_late_by_catchup(why, fields, start, seconds, date, k):
+    outcome, now = run_of(seconds, start)
+    doc = task(date="2026-12-01T03:00:00Z", repeat={"minutes": 1}, anchor="2026-12-01T03:00:00Z", occurrence=0,
+               **fields)
+    got, _ = outcome_fields(doc, outcome, now=now)
+    assert (got["date"], got["occurrence"]) == (date, k), why
