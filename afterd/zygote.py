@@ -584,13 +584,14 @@ class Zygote:
             del run.out_tail[:-self.output_limit]
         run.out_chunk += chunk
         if len(run.out_chunk) >= OUTPUT_CHUNK_BYTES:
-            self.send_output(run)
+            self.send_output(run, final=False)
 
-    def send_output(self, run: Run):
-        """To the worker's log, in pieces cut on line ends where there is one."""
-        while run.out_chunk:
+    def send_output(self, run: Run, final: bool = True):
+        """To the worker's log, in pieces cut on line ends where there is one; before the
+        run's end only whole pieces (a line still being written waits for the rest)."""
+        while len(run.out_chunk) >= (1 if final else OUTPUT_CHUNK_BYTES):
             piece = run.out_chunk[:OUTPUT_CHUNK_BYTES]
-            if len(run.out_chunk) > OUTPUT_CHUNK_BYTES and b"\n" in piece:
+            if (len(run.out_chunk) > OUTPUT_CHUNK_BYTES or not final) and b"\n" in piece:
                 piece = piece[:piece.rindex(b"\n") + 1]
             del run.out_chunk[:len(piece)]
             self.emit({"ev": "output", "run_id": run.run_id, "task_id": run.task_id, "job": run.job,

@@ -1,8 +1,6 @@
-"""The operator's controls against the real server and a real worker: pause, resume, run now.
-
-The policies that shape a resume (catchup other than "one") are not wired yet (issue
-13); these stories hold for the default policy.
-"""
+"""The operator's controls and the policies against the real server and a real worker:
+pause, resume, run now, retry, catchup, overlap, history and output, and two processes
+of one worker running nothing twice."""
 
 from datetime import timedelta
 
