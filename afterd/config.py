@@ -24,6 +24,10 @@ DEFAULT_CONFIG_PATH = Path("/etc/after/after.conf")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # CouchDB's rule for database names.
 DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")
+# Bounds of the worker-wide history settings: a task's own `history_limit` has the same
+# top (afterd/policy.py); an output tail of more than 1 MiB a run is a log, not a tail.
+MAX_HISTORY_LIMIT = 1000
+MAX_OUTPUT_LIMIT = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -43,6 +47,10 @@ class Settings:
     kill_grace_s: float = 10.0
     stop_grace_s: float = 30.0
     memory_limit_mb: int | None = None           # address space of each job's process
+    # A run's output (stdout and stderr): the last output_limit bytes are kept with its
+    # history entry, as an attachment of the task (0: none); the whole goes to the log.
+    output_limit: int = 4096
+    history_limit: int = 20                      # runs in `history` when a task sets none
     log_level: str = "info"
     host: str = ""
     # The node exporter's textfile folder (Debian's default); metrics are written only
@@ -158,6 +166,12 @@ def _check(name: str, value, source: str):
         number = _number(value, where, integer=True)
         if number < 1:
             raise ConfigError(f"{where} must be a whole number of megabytes (at least 1), not {number}")
+        return number
+    if name in ("output_limit", "history_limit"):
+        number = _number(value, where, integer=True)
+        top = MAX_OUTPUT_LIMIT if name == "output_limit" else MAX_HISTORY_LIMIT
+        if not 0 <= number <= top:
+            raise ConfigError(f"{where} must be a whole number from 0 to {top}, not {number}")
         return number
     if name == "log_level":
         if not isinstance(value, str) or value.lower() not in LOG_LEVELS:

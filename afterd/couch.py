@@ -244,6 +244,12 @@ class Couch:
     def get(self, doc_id: str) -> dict:
         return self._request("GET", self._doc_path(doc_id), what=f"document '{doc_id}'").json()
 
+    def get_attachment(self, doc_id: str, name: str) -> bytes:
+        """The data of attachment `name` of document `doc_id` (NotFound when either is missing)."""
+        return self._request("GET", f"{self._doc_path(doc_id)}/{quote(name, safe='')}",
+                             what=f"attachment '{name}' of document '{doc_id}'", stream=True,
+                             headers={"Accept": "*/*"}).content
+
     def put(self, doc: dict) -> str:
         """Create or update doc (with its _rev); returns the new rev."""
         doc_id = doc["_id"]

@@ -14,6 +14,10 @@ from datetime import datetime, timezone
 # journald reads "<N>" at the start of a stderr line as the priority (sd-daemon(3)),
 # by logging level (DEBUG 10 ... CRITICAL 50).
 JOURNAL_PRIORITY = {10: 7, 20: 6, 30: 4, 40: 3, 50: 2}
+# The worker's own stderr, in a run's child: fd 2 there is the pipe that captures the
+# job's output (zygote.py), and task.logger's lines keep going where they always went
+# (journald with the task's fields under systemd), not into that output.
+LOG_STREAM = None
 
 
 def job_logger(job: str, task_id: str, worker: str | None = None, run_id: str | None = None):
@@ -38,12 +42,13 @@ def job_logger(job: str, task_id: str, worker: str | None = None, run_id: str | 
 
     logger = logging.getLogger(f"after.job.{job}")
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    stream = LOG_STREAM or sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JobFormatter(f"job {job} task {task_id}",
                                        bool(os.environ.get("JOURNAL_STREAM"))))
     from afterd import journald, logs
 
-    if logs.stream_is_journal(sys.stderr) and journald.available():
+    if logs.stream_is_journal(stream) and journald.available():
         handler = journald.JournalHandler(handler, {"TASK_ID": task_id, "JOB": job, "WORKER": worker,
                                                     "RUN_ID": run_id})
         handler.setFormatter(JobFormatter(f"job {job} task {task_id}", False))

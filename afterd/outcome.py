@@ -10,9 +10,9 @@ the document as it is when they are written (a user may have changed it meanwhil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from afterd import chains, history, policy
+from afterd import chains, history, outputs, policy
 from afterd.metrics import outcome_kind
-from afterd.repeat import catch_up, occurrence, plan
+from afterd.repeat import catch_up, occurrence
 from afterd.task import TaskError, format_date, parse_date, parse_task
 
 # Fields an outcome may take out of the document: the run marker, the extra-run request,
@@ -32,6 +32,7 @@ class Outcome:
     started_at_s: float | None    # epoch s; None: not known to have started
     finished_at_s: float          # epoch s
     queued_ms: float
+    output: str | None = None     # the last bytes the run wrote (stdout and stderr); None: nothing
 
 
 def interrupted(run_id: str | None, how: str, now: datetime) -> Outcome:
@@ -53,47 +54,63 @@ def from_journal(run_id: str, result: dict, now_s: float) -> Outcome:
 
 def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool = False,
                    process: str | None = None,
-                   history_limit: int = policy.DEFAULT_HISTORY_LIMIT) -> tuple[dict, str | None]:
+                   history_limit: int = policy.DEFAULT_HISTORY_LIMIT,
+                   output_limit: int = history.OUTPUT_TAIL_BYTES) -> tuple[dict, str | None]:
     """(the fields to write after this run, a warning or None).
 
     A failed attempt that the task's `retry` policy retries goes back to `scheduled`,
     due after the policy's delay, with `attempts` counting it. Else a repeat goes back
-    to `scheduled` at its next occurrence after `now` (missed ones collapse into the run
-    that just ended), unless the chain ended; an extra run (`run_now`) keeps the chain's
-    date and occurrence; anything else gets its final status. Every run is added to
-    `history` (the last `history_limit`, or the task's own). The warning says why a
-    repeat could not be planned (it then ends).
+    to `scheduled` (next_after_run: its `overlap` and `catchup` say which occurrence),
+    unless the chain ended; an extra run (`run_now`) keeps the chain's date and
+    occurrence; anything else gets its final status. Every run is added to `history`
+    (the last `history_limit`, or the task's own), with `output_ref` naming the
+    attachment that keeps the last `output_limit` bytes of its output (outputs.py).
+    A repeat with `overlap: "replace"` whose run was canceled without a user's cancel
+    was replaced by its next occurrence (replace_due): "replaced" in its history, and
+    the chain goes on. The warning says why a repeat could not be planned (it then ends).
     """
     started = format_date(utc(outcome.started_at_s)) if outcome.started_at_s else None
     finished = format_date(utc(outcome.finished_at_s))
+    repeats = doc.get("repeat") is not None
+    task_policy = policy_of(doc)
+    error = outcome.error
+    replaced = (not canceled and (error or {}).get("type") == "Canceled" and repeats
+                and task_policy.overlap == "replace")
+    if replaced:
+        error = {"type": "Replaced", "traceback": None,
+                 "message": "canceled: its next occurrence came due while it ran (overlap replace)"}
     status = "done" if outcome.ok else "error"
-    if canceled or (outcome.error or {}).get("type") == "Canceled":
+    if canceled or (error or {}).get("type") == "Canceled":
         status = "canceled"
     queued_ms = round(outcome.queued_ms, 3)
-    run_record = {"date": doc.get("date"), "status": status, "started_at": started,
+    run_record = {"date": doc.get("date"), "status": "replaced" if replaced else status, "started_at": started,
                   "finished_at": finished, "queued_ms": queued_ms}
     if outcome.ok:
         run_record["result"] = outcome.result
     else:
-        run_record["error"] = outcome.error
-    update = {"runs": int(doc.get("runs", 0) or 0) + 1, "started_at": started,
+        run_record["error"] = error
+    runs = int(doc.get("runs", 0) or 0) + 1
+    update = {"runs": runs, "started_at": started,
               "finished_at": finished, "queued_ms": queued_ms, "attempts": 0}
-    repeats = doc.get("repeat") is not None
-    task_policy = policy_of(doc)
     attempt = int(doc.get("attempts", 0) or 0) + 1
-    ending = outcome_kind(outcome.ok, (outcome.error or {}).get("type"), canceled)
+    ending = "replaced" if replaced else outcome_kind(outcome.ok, (error or {}).get("type"), canceled)
+    kept = outputs.note(runs, history.tail(outcome.output, output_limit)
+                        if getattr(outcome, "output", None) and output_limit > 0 else None)
     update["history"] = history.push_history(doc.get("history"), history.history_entry(
         occurrence=parse_date(doc["date"]) if isinstance(doc.get("date"), str) else None, attempt=attempt,
         started_at=utc(outcome.started_at_s) if outcome.started_at_s else None,
-        finished_at=utc(outcome.finished_at_s), status=ending, result=outcome.result, error=outcome.error,
-        process=process), policy.history_limit(task_policy, history_limit))
+        finished_at=utc(outcome.finished_at_s), status=ending, result=outcome.result, error=error,
+        process=process, output_ref=kept["name"] if kept else None),
+        policy.history_limit(task_policy, history_limit))
+    if kept and any(e.get("output_ref") == kept["name"] for e in update["history"]):
+        update[outputs.NOTE] = kept
     if ending == "done":
         update[CHAIN] = {"ending": "done", "result": outcome.result}
-    elif ending != "canceled" and not policy.should_retry(task_policy.retry, ending, attempt):
-        update[CHAIN] = {"ending": "error", "error": outcome.error}   # a failure, once no retry is left
+    elif ending not in ("canceled", "replaced") and not policy.should_retry(task_policy.retry, ending, attempt):
+        update[CHAIN] = {"ending": "error", "error": error}   # a failure, once no retry is left
     if ending != "canceled" and policy.should_retry(task_policy.retry, ending, attempt):
         delay_s = policy.retry_delay_s(task_policy.retry, attempt + 1)
-        update.update({"status": "scheduled", "attempts": attempt, "error": outcome.error,
+        update.update({"status": "scheduled", "attempts": attempt, "error": error,
                        "date": format_date(utc(max(now.timestamp(), outcome.finished_at_s) + delay_s)),
                        REMOVE: ["running", "run_now", "result"]})
         return update, None
@@ -103,22 +120,11 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
     warning = next_k = next_date = None
     if status != "canceled" and repeats:
         try:
-            task = parse_task(doc)
-            anchor = parse_date(doc.get("anchor") or doc["date"])
-            k_ran = int(doc.get("occurrence", 0) or 0)
-            if task_policy.catchup == "all":
-                # Each occurrence missed meanwhile runs, oldest first (within the window).
-                cu = catch_up(anchor, task.repeat, k_ran + 1, now, "all", task_policy.catchup_window_s)
-                next_k = cu.runs[0] if cu.runs else cu.next_k
-                next_date = occurrence(anchor, task.repeat, next_k) if cu.runs else cu.next_date
-            else:
-                # "one" and "none": the occurrences that came due during the run collapse
-                # into it; the next is the first after now.
-                next_k, next_date = plan(anchor, task.repeat, k_ran, now)
+            next_k, next_date = next_after_run(doc, now, replaced=replaced,
+                                               started=utc(outcome.started_at_s) if outcome.started_at_s else None)
         except (TaskError, ValueError, OverflowError) as e:
             warning = f"cannot plan its next run: {e}"
     if next_date is not None:
-        next_date = jittered(next_date, doc.get("_id", ""), next_k, task_policy)
         update.update({"status": "scheduled", "date": format_date(next_date), "occurrence": next_k,
                        "last_run": run_record})
     else:
@@ -128,26 +134,89 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
         if outcome.ok:
             update["result"] = outcome.result
         else:
-            update["error"] = outcome.error
+            update["error"] = error
     update[REMOVE] = ["running", "run_now"] + (["error"] if outcome.ok else ["result"])
     return update, warning
+
+
+def next_after_run(doc: dict, now: datetime, replaced: bool = False,
+                   started: datetime | None = None) -> tuple[int | None, datetime | None]:
+    """(index, date) of the occurrence a repeat arms when the run of its occurrence
+    `occurrence`, begun at `started`, ends at `now`; (None, None) when the chain ended.
+    Occurrences due before the run began collapsed into it (after downtime: one run,
+    then the first future occurrence). By `overlap`:
+
+    wait (default): the occurrences that came due during the run follow `catchup`:
+        "one" runs the latest of them at once, "all" each in order (the oldest now,
+        and those missed before the run too, as always), "none" none of them
+        (`catchup_window` drops older ones);
+    skip: they are dropped; the first occurrence after `now`;
+    replace: the run was cut by its next occurrence (`replaced`): the latest due
+        occurrence starts at once (like "one"); a run that ended in time: as wait.
+    An occurrence armed in the past starts at once; a new one gets its jitter.
+    Raises TaskError / ValueError when the repeat cannot be planned.
+    """
+    task = parse_task(doc)
+    task_policy = task.policy
+    anchor = parse_date(doc.get("anchor") or doc["date"])
+    k_ran = int(doc.get("occurrence", 0) or 0)
+    if replaced:
+        task_policy = policy.Policy(catchup="one", catchup_window_s=task_policy.catchup_window_s)
+    cu = policy.after_run(task_policy, anchor, task.repeat, k_ran, now, started)
+    if cu.runs:
+        return cu.runs[0], occurrence(anchor, task.repeat, cu.runs[0])
+    if cu.next_date is None:
+        return None, None
+    return cu.next_k, jittered(cu.next_date, doc.get("_id", ""), cu.next_k, task_policy)
+
+
+def replace_due(doc: dict, now: datetime) -> datetime | None:
+    """When the run going on now must be canceled for the next occurrence: a repeat with
+    `overlap: "replace"` whose next occurrence is due at that date (the run of occurrence
+    `occurrence`, or an extra run (`run_now`), whose next is the chain's `date`); None
+    for every other task, or when the chain ends with this run."""
+    if doc.get("repeat") is None or doc.get("overlap") != "replace":
+        return None
+    try:
+        task = parse_task(doc)
+        if "run_now" in doc:
+            return task.date
+        anchor = parse_date(doc.get("anchor") or doc["date"])
+        k = int(doc.get("occurrence", 0) or 0) + 1
+        date = occurrence(anchor, task.repeat, k)
+    except (TaskError, ValueError, OverflowError):
+        return None
+    return jittered(date, doc.get("_id", ""), k, task.policy) if date is not None else None
 
 
 def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
     """The document to write: `fields` over `base` (the current version), owned by us.
 
     A user's `cancel` written during the run makes it `canceled`; a `pause` makes a
-    repeat that would go on `paused` (the run finished; the chain waits).
+    repeat that would go on `paused` (the run finished; the chain waits); a `run` (run
+    now) makes a repeat that goes on run once more at once (`run_now`).
     """
     update = dict(fields)
     remove = update.pop(REMOVE, [])
     update.pop(CHAIN, None)
+    output = update.pop(outputs.NOTE, None)
     doc = {k: v for k, v in base.items() if k not in remove}
     doc.update(update)
+    if "history" in update:
+        # The run's output inline, the outputs of runs no longer in `history` left out.
+        attachments = outputs.attachments_after(base.get("_attachments"), doc["history"], output)
+        if attachments:
+            doc["_attachments"] = attachments
+        else:
+            doc.pop("_attachments", None)
     if base.get("status") == "cancel":
         doc["status"] = "canceled"
     elif base.get("status") in ("pause", "paused") and doc.get("status") == "scheduled":
         doc["status"] = "paused"
+    elif base.get("status") == "run" and doc.get("status") == "scheduled" and "run_now" not in doc:
+        # Run now, asked during the run: the extra run is due when this one ended (its id
+        # derives from that date, so it runs once), then the chain goes on.
+        doc["run_now"] = doc.get("finished_at")
     doc["owner"] = owner_field
     return doc
 

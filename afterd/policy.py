@@ -16,7 +16,7 @@ from datetime import datetime
 
 from afterd.chains import Template, parse_template
 from afterd.fields import TaskError, is_integer, is_number
-from afterd.repeat import CATCHUP_MODES, CatchUp, Repeat, catch_up, duration_s, plan
+from afterd.repeat import CATCHUP_MODES, CatchUp, Repeat, catch_up, duration_s, first_at_or_after, plan
 
 RETRY_ENDINGS = ("error", "timeout", "interrupted")
 RETRY_KEYS = ("attempts", "delay", "backoff", "max_delay", "on")
@@ -176,19 +176,28 @@ def overlap_action(mode: str, running: bool) -> str:
     return mode if running else "run"
 
 
-def after_run(policy: Policy, anchor: datetime, rep: Repeat, k_ran: int, now: datetime) -> CatchUp:
-    """What follows the end of occurrence `k_ran`'s run at `now` for a repeating task.
+def after_run(policy: Policy, anchor: datetime, rep: Repeat, k_ran: int, now: datetime,
+              started: datetime | None = None) -> CatchUp:
+    """What follows the end of occurrence `k_ran`'s run at `now` for a repeating task;
+    `started`: when the run began (None: at occurrence k_ran's date).
 
     overlap "skip": the occurrences that came due during the run are dropped (they are
     CatchUp.missed, none runs) and the first after now is armed: plan()'s answer.
-    Otherwise ("wait", and "replace", whose run was not replaced): the catch-up policy.
+    Otherwise ("wait", and "replace", whose run was not replaced): the catch-up policy,
+    with no grace (catch_up's grace is for a timer firing late, not for a run):
+    "all" runs every occurrence since k_ran, oldest first; "one" runs the latest of
+    those that came due after the run began (those due before it began collapsed into
+    it: after downtime, one run for all, then the first future one); "none" none.
     """
     if policy.overlap == "skip":
         next_k, next_date = plan(anchor, rep, k_ran, now)
         stop = next_k if next_k is not None else k_ran + 1
         missed = range(k_ran + 1, max(k_ran + 1, stop))
         return CatchUp(missed, range(missed.stop, missed.stop), next_k, next_date)
-    return catch_up(anchor, rep, k_ran + 1, now, policy.catchup, policy.catchup_window_s)
+    first = k_ran + 1
+    if policy.catchup != "all" and started is not None:
+        first = max(first, first_at_or_after(anchor, rep, k_ran + 1, started))
+    return catch_up(anchor, rep, first, now, policy.catchup, policy.catchup_window_s, grace_s=0.0)
 
 
 def history_limit(policy: Policy, worker_default: int = DEFAULT_HISTORY_LIMIT) -> int:

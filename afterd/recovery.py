@@ -93,7 +93,8 @@ class Recovering:
                         attempts + 1, retry, extra=about_doc(doc, run))
             # The cut attempt goes into the history like any other (design §3).
             cut, _ = outcomes.outcome_fields(doc, outcomes.interrupted(run, how, now), now=now,
-                                             process=entry.taking_from or self.me.process)
+                                             process=entry.taking_from or self.me.process,
+                                             history_limit=self.settings.history_limit)
             update = {**doc, "status": "scheduled", "attempts": attempts + 1,
                       "owner": self.me.owner_field(), "history": cut["history"]}
             update.pop("running", None)

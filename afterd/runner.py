@@ -5,10 +5,11 @@ zygote once with subprocess and sends it runs over a pipe. The zygote forks
 each run's child ahead of its date; this module's reader thread turns the
 zygote's events into on_start / on_outcome calls.
 
-A job's stdout is drained by the zygote and only its last 4 KiB are kept,
-written to stderr tagged with the task when the run ends (so a chatty job can
-neither block on a full pipe nor flood the journal); its stderr and
-task.logger go straight to the worker's stderr.
+A job's stdout and stderr are one pipe, drained by the zygote (so a chatty job never
+blocks on it): what it wrote is logged here in chunks, each line about the task
+(journald fields TASK_ID, JOB, RUN_ID), and its last `output_limit` bytes come with
+the run's outcome (RunOutcome.output). task.logger goes straight to the worker's
+stderr (journald under systemd), as before.
 
 on_start is called when a run is given its slot, at most zygote.GRANT_AHEAD_S
 (5 ms) before its date, with started_at_s = the moment the job starts. The
@@ -28,6 +29,7 @@ from datetime import date, datetime
 
 from afterd import clock
 from afterd.jobs import JobWatcher, default_trusted_uids
+from afterd.logs import about
 
 log = logging.getLogger("after.runner")
 jobs_log = logging.getLogger("after.jobs")
@@ -59,6 +61,7 @@ class RunOutcome:
     started_at_s: float | None
     finished_at_s: float
     queued_ms: float
+    output: str | None = None   # the last output_limit bytes of stdout and stderr; None: nothing
 
 
 def _json_default(value):
@@ -70,7 +73,7 @@ def _json_default(value):
 class Runner:
     def __init__(self, jobs_dir, *, on_outcome, on_start, concurrency: int, kill_grace_s: float,
                  trusted_uids: set[int] | None = None, memory_limit_bytes: int | None = None,
-                 watch: bool = True, journal_path=None):
+                 watch: bool = True, journal_path=None, output_limit: int = 4096):
         self.jobs_dir = os.path.abspath(jobs_dir)
         self.on_outcome = on_outcome
         self.on_start = on_start
@@ -79,6 +82,7 @@ class Runner:
         self.trusted_uids = default_trusted_uids() if trusted_uids is None else set(trusted_uids)
         self.memory_limit_bytes = memory_limit_bytes
         self.journal_path = str(journal_path) if journal_path else None
+        self.output_limit = output_limit
         self.reloads = 0
         self._watch = watch
         self._watcher: JobWatcher | None = None
@@ -110,7 +114,7 @@ class Runner:
         config = {"jobs_dir": self.jobs_dir, "concurrency": self.concurrency,
                   "kill_grace_s": self.kill_grace_s, "trusted_uids": sorted(self.trusted_uids),
                   "memory_limit_bytes": self.memory_limit_bytes, "fork_ahead_s": FORK_AHEAD_S,
-                  "journal_path": self.journal_path}
+                  "journal_path": self.journal_path, "output_limit": self.output_limit}
         self._ready.clear()
         proc = subprocess.Popen(
             [sys.executable, "-m", "afterd.zygote", json.dumps(config)],
@@ -229,6 +233,12 @@ class Runner:
                     if event["run_id"] in self._started:
                         self._started[event["run_id"]] = True
                 self._call(self.on_start, event["run_id"], event["started_at_s"])
+            elif kind == "output":
+                text = event.get("text", "").rstrip("\n")
+                if text:
+                    jobs_log.info("job %s task %s output:\n%s", event.get("job"), event.get("task_id"), text,
+                                  extra=about(event.get("task_id"), event.get("job"), event.get("run_id"),
+                                              in_text=True))
             elif kind == "outcome":
                 self._deliver(RunOutcome(**event))
         if self._stopping:

@@ -34,6 +34,8 @@ class Running:
         room = self._max_outstanding - len(self.runs)
         for task_id in self.timers.pop_due(now_s + FORK_AHEAD_S, limit=max(0, min(START_BATCH_MAX, room))):
             entry = self.entries.get(task_id)
+            if entry is not None and entry.phase == "running":
+                self.runner.cancel(entry.run_id)   # overlap "replace": its next occurrence is due
             if entry is None or entry.phase != "armed":
                 continue
             if entry.writing:
@@ -97,6 +99,9 @@ class Running:
             if entry.phase == "starting" and not entry.confirm_first:
                 self._hold(task_id, started_at_s, self._running_field(run_id, started_at_s))
             entry.phase = "running"
+            replace_at = outcomes.replace_due(entry.doc, self.now())   # overlap "replace"
+            if replace_at is not None:
+                self.timers.arm(task_id, replace_at.timestamp())
 
     def _hold(self, task_id, started_at_s, running_field):
         """Write `running` RUNNING_WRITE_HOLD_S after the run started (its child waits for
@@ -156,7 +161,9 @@ class Running:
     def _outcome_fields(self, entry, outcome) -> dict:
         """The document's fields after this run (afterd/outcome.py)."""
         fields, warning = outcomes.outcome_fields(entry.doc, outcome, now=self.now(), canceled=entry.cancel,
-                                                  process=self.me.process)
+                                                  process=self.me.process,
+                                                  history_limit=self.settings.history_limit,
+                                                  output_limit=self.settings.output_limit)
         if warning:
             log.warning("task %s: %s", entry.id, warning, extra=about_doc(entry.doc, entry.run_id, in_text=True))
         return fields

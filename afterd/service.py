@@ -88,7 +88,7 @@ def start(worker: Worker, store: Couch):
                     on_start=lambda run, t: post("started", run, t),
                     concurrency=s.concurrency, kill_grace_s=s.kill_grace_s,
                     trusted_uids={0, os.geteuid()}, journal_path=journal_.path,
-                    memory_limit_bytes=s.memory_limit_bytes)
+                    memory_limit_bytes=s.memory_limit_bytes, output_limit=s.output_limit)
     heartbeat = Heartbeat(store.clone(), me, lease_s=s.lease_s, skew_margin_s=s.skew_margin_s,
                           state_dir=worker.state_dir, on_lease=lambda until, why: post("lease", until, why),
                           on_peer=lambda *a: post("peer", *a), counters=worker.metrics.heartbeat_fields)

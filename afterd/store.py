@@ -11,7 +11,10 @@ memory and behaves like CouchDB where after depends on it:
 - the change feed lists each document once, at its latest change, after an opaque
   `since` (a string here, as in CouchDB 3: callers store it and send it back);
 - `_bulk_docs` answers per document; a validation hook plays validate_doc_update;
-- `find` and the feed's selector understand the subset of Mango after uses.
+- `find` and the feed's selector understand the subset of Mango after uses;
+- `_attachments`: data sent inline (base64) is stored and read back as a stub (content
+  type, digest, length, revpos); a stub keeps the attachment of the version written
+  over (412 missing_stub when it has none); an attachment a write leaves out is gone.
 
 It is not a cluster: it never makes conflicting leaves (a CouchDB cluster can;
 tests of that use pouchdb-server, tests/faults/test_cluster.py). tests/test_store.py
@@ -54,6 +57,7 @@ class Store(Protocol):
     def bulk(self, docs: list[dict]) -> list[dict]: ...   # per doc {"id","rev"} | {"id","error","reason"}
     def get_local(self, name: str) -> dict | None: ...
     def put_local(self, name: str, body: dict) -> None: ...
+    def get_attachment(self, doc_id: str, name: str) -> bytes: ...   # NotFound when missing
 
     def find(self, selector: dict, *, fields=None, limit=None, sort=None) -> list[dict]: ...
     def docs_with_prefix(self, prefix: str) -> list[dict]: ...
@@ -78,10 +82,11 @@ def forbidden(reason: str) -> Forbidden:
 
 
 class _Leaf:
-    __slots__ = ("rev", "body", "deleted", "seq")
+    __slots__ = ("rev", "body", "deleted", "seq", "data")
 
-    def __init__(self, rev: str, body: dict, deleted: bool, seq: int):
+    def __init__(self, rev: str, body: dict, deleted: bool, seq: int, data: dict | None = None):
         self.rev, self.body, self.deleted, self.seq = rev, body, deleted, seq
+        self.data = data or {}     # attachment name -> bytes; body["_attachments"] has the stubs
 
     def doc(self, doc_id: str) -> dict:
         if self.deleted:
@@ -193,7 +198,18 @@ class MemoryStore:
                     answers.append({"id": doc["_id"], "error": "conflict", "reason": "Document update conflict."})
                 except Forbidden as e:
                     answers.append({"id": doc["_id"], "error": "forbidden", "reason": e.reason})
+                except CouchError as e:
+                    answers.append({"id": doc["_id"], "error": "missing_stub" if e.status == 412 else "bad_request",
+                                    "reason": str(e)})
         return answers
+
+    def get_attachment(self, doc_id: str, name: str) -> bytes:
+        with self._changed:
+            leaf = self._docs.get(doc_id)
+            data = None if leaf is None or leaf.deleted else leaf.data.get(name)
+        if data is None:
+            raise NotFound(f"attachment '{name}' of document '{doc_id}': not found (missing)", 404)
+        return data
 
     def get_local(self, name: str) -> dict | None:
         with self._changed:
@@ -294,6 +310,14 @@ class MemoryStore:
         elif rev != leaf.rev:
             raise Conflict(f"{what}: conflict, the document changed since it was read", 409)
         body = {k: copy.deepcopy(v) for k, v in doc.items() if k not in ("_id", "_rev", "_deleted")}
+        previous = leaf.rev if leaf is not None else None
+        generation = (int(previous.split("-", 1)[0]) if previous else 0) + 1
+        data = {}
+        if "_attachments" in body and not deleted:
+            current = leaf if leaf is not None and not leaf.deleted else None
+            body["_attachments"], data = _attachments(body["_attachments"], current, generation, what)
+            if not body["_attachments"]:
+                del body["_attachments"]
         if self.validate is not None:
             old = None if leaf is None or leaf.deleted else leaf.doc(doc_id)
             # What validate_doc_update sees: a deletion is the bare tombstone.
@@ -303,14 +327,12 @@ class MemoryStore:
                 self.validate(new, old)
             except Forbidden as e:
                 raise Forbidden(f"{what} refused: {e.reason}", e.reason) from None
-        previous = leaf.rev if leaf is not None else None
-        generation = (int(previous.split("-", 1)[0]) if previous else 0) + 1
         digest = hashlib.md5(json.dumps([previous, deleted, body], sort_keys=True, default=str).encode()).hexdigest()
         new_rev = f"{generation}-{digest}"
         self._seq += 1
         if leaf is not None:
             self._by_seq.pop(leaf.seq, None)
-        self._docs[doc_id] = _Leaf(new_rev, {} if deleted else body, deleted, self._seq)
+        self._docs[doc_id] = _Leaf(new_rev, {} if deleted else body, deleted, self._seq, data)
         self._by_seq[self._seq] = doc_id
         self._changed.notify_all()
         return new_rev
@@ -341,6 +363,37 @@ class MemoryStore:
             if limit is not None and len(results) >= limit:
                 break
         return results
+
+
+def _attachments(atts, current: "_Leaf | None", generation: int, what: str) -> tuple[dict, dict]:
+    """(stubs, data by name) of a write's `_attachments`, as CouchDB stores them."""
+    import base64
+    import binascii
+
+    from afterd.outputs import stub
+
+    if not isinstance(atts, dict):
+        raise CouchError(f"{what}: CouchDB answered 400 bad_request: _attachments is not an object", 400)
+    before = (current.body.get("_attachments") or {}) if current is not None else {}
+    stubs, data = {}, {}
+    for name, att in atts.items():
+        if isinstance(att, dict) and att.get("stub"):
+            if name not in before:
+                raise CouchError(f"{what}: CouchDB answered 412 missing_stub: invalid attachment stub "
+                                 f"for {name!r}", 412)
+            stubs[name], data[name] = copy.deepcopy(before[name]), current.data[name]
+        elif isinstance(att, dict) and isinstance(att.get("data"), str):
+            try:
+                raw = base64.b64decode(att["data"], validate=True)
+            except (binascii.Error, ValueError):
+                raise CouchError(f"{what}: CouchDB answered 400 bad_request: invalid base64 in "
+                                 f"attachment {name!r}", 400) from None
+            stubs[name] = stub(raw, generation, att.get("content_type") or "application/octet-stream")
+            data[name] = raw
+        else:
+            raise CouchError(f"{what}: CouchDB answered 400 bad_request: attachment {name!r} has "
+                             "neither data nor stub", 400)
+    return stubs, data
 
 
 # -- sequences: opaque to callers, as CouchDB 3's are ---------------------------------------

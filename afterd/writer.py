@@ -23,7 +23,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from afterd import clock
+from afterd import clock, outputs
 from afterd.couch import CouchError, Unavailable, Unauthorized
 from afterd.feed import without_conflicts
 
@@ -169,6 +169,8 @@ class Writer(threading.Thread):
             elif "rev" in res and "error" not in res:
                 # An outcome, a cancel, a refusal answered 202 is durable all the same: if it
                 # conflicts later, the resolution keeps it (afterd/conflicts.py, rules 1-3).
+                # A run's output went inline: the loop keeps (and sends again) its stub.
+                outputs.settle(write.doc, res["rev"])
                 self.on_result(WRITTEN, write, res["rev"])
             elif res.get("error") == "conflict":
                 self.on_result(CONFLICT, write, current.get(write.doc["_id"]))

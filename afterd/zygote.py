@@ -16,8 +16,15 @@ Commands in (one JSON object a line):
   {"op": "cancel", "run_id"}   {"op": "reload"}   {"op": "stop", "grace_s"}
 Events out (started_at_s and finished_at_s are epoch seconds):
   {"ev": "ready"}   {"ev": "start", "run_id", "started_at_s"}
+  {"ev": "output", "run_id", "task_id", "job", "text"}   what the job wrote, in chunks
   {"ev": "outcome", "run_id", "task_id", "ok", "result", "error",
-   "started_at_s", "finished_at_s", "queued_ms"}
+   "started_at_s", "finished_at_s", "queued_ms", "output"}
+
+A child's stdout and stderr are one pipe (as `2>&1`), drained here so a chatty job never
+blocks on it: everything it wrote goes out in "output" events of up to OUTPUT_CHUNK_BYTES
+(the worker logs each), and its last `output_limit` bytes go with the outcome (the
+worker keeps them with the run's history entry). An "output" event always comes before
+its run's "outcome".
 """
 
 import bisect
@@ -52,7 +59,8 @@ SPIN_S = 0.0005
 FORK_GUARD_S = 0.004
 IDLE_WAKE_S = 0.5
 PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
-STDOUT_TAIL_BYTES = 4096
+OUTPUT_LIMIT_BYTES = 4096      # the default of the worker's output_limit setting
+OUTPUT_CHUNK_BYTES = 64 * 1024  # what the job wrote goes to the log in pieces this big at most
 ALL_SIGNALS = frozenset(int(sig) for sig in signal.valid_signals())
 MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 20
 RESULT_MAX_BYTES = 8 * 1024 * 1024   # CouchDB's default max_document_size
@@ -99,7 +107,8 @@ class Run:
         self.go_w = self.result_r = self.out_r = None
         self.result_buf = bytearray()
         self.result_overflow = False
-        self.out_tail = bytearray()
+        self.out_tail = bytearray()   # the last output_limit bytes of its output
+        self.out_chunk = bytearray()  # written and not yet sent to the worker's log
         self.started_at_epoch_s = self.started_at_mono_s = None
         self.queued_ms = 0.0
         self.kill_type = self.kill_reason = None
@@ -123,6 +132,7 @@ class Zygote:
         self.trusted_uids = set(config["trusted_uids"])
         self.memory_limit_bytes = config.get("memory_limit_bytes")
         self.fork_ahead_s = float(config["fork_ahead_s"])
+        self.output_limit = max(0, int(config.get("output_limit", OUTPUT_LIMIT_BYTES)))
         # The worker's journal: each child records its own start there at its date,
         # just before the job's first line, so a worker killed the next instant still
         # knows the run began (and must not run it again), and a child killed before
@@ -415,8 +425,12 @@ class Zygote:
         _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
+        log_fd = os.dup(2)          # the worker's stderr, for task.logger (jobapi.LOG_STREAM)
         os.dup2(out_w, 1)
-        close_all_but({0, 1, 2, go_r, result_w, self.journal_fd})
+        os.dup2(out_w, 2)           # stdout and stderr: one pipe, in the order written
+        close_all_but({0, 1, 2, go_r, result_w, self.journal_fd, log_fd})
+        import afterd.jobapi as jobapi
+        jobapi.LOG_STREAM = os.fdopen(log_fd, "w", buffering=1, encoding="utf-8", errors="replace")
         # The job will not free the zygote's objects: keep the collector from walking
         # (and so copying, page by page) what the child inherited.
         gc.freeze()
@@ -496,8 +510,7 @@ class Zygote:
             if run is None:
                 continue
             if not result:
-                run.out_tail += chunk
-                del run.out_tail[:-STDOUT_TAIL_BYTES]
+                self.take_output(run, chunk)
             elif len(run.result_buf) + len(chunk) > RESULT_MAX_BYTES:
                 run.result_overflow = True
             else:
@@ -561,11 +574,28 @@ class Zygote:
                     message += " before its date"
             outcome = {"ok": False, "error": {"type": kind, "message": message,
                                               "traceback": None}}
-        if run.out_tail:
-            text = run.out_tail.decode("utf-8", "replace").rstrip("\n")
-            info(f"job {run.job} task {run.task_id} stdout (last {STDOUT_TAIL_BYTES} "
-                 f"bytes at most):\n{text}")
+        self.send_output(run)
         self.report(run, outcome["ok"], outcome.get("result"), outcome.get("error"))
+
+    def take_output(self, run: Run, chunk: bytes):
+        """What the job wrote: kept whole until it is logged, its tail for the outcome."""
+        if self.output_limit:
+            run.out_tail += chunk
+            del run.out_tail[:-self.output_limit]
+        run.out_chunk += chunk
+        if len(run.out_chunk) >= OUTPUT_CHUNK_BYTES:
+            self.send_output(run, final=False)
+
+    def send_output(self, run: Run, final: bool = True):
+        """To the worker's log, in pieces cut on line ends where there is one; before the
+        run's end only whole pieces (a line still being written waits for the rest)."""
+        while len(run.out_chunk) >= (1 if final else OUTPUT_CHUNK_BYTES):
+            piece = run.out_chunk[:OUTPUT_CHUNK_BYTES]
+            if (len(run.out_chunk) > OUTPUT_CHUNK_BYTES or not final) and b"\n" in piece:
+                piece = piece[:piece.rindex(b"\n") + 1]
+            del run.out_chunk[:len(piece)]
+            self.emit({"ev": "output", "run_id": run.run_id, "task_id": run.task_id, "job": run.job,
+                       "text": piece.decode("utf-8", "replace")})
 
     def report(self, run: Run, ok: bool, result, error):
         self.runs.pop(run.run_id, None)
@@ -573,7 +603,8 @@ class Zygote:
         self.emit({"ev": "outcome", "run_id": run.run_id, "task_id": run.task_id, "ok": ok,
                    "result": result if ok else None, "error": None if ok else error,
                    "started_at_s": run.started_at_epoch_s, "finished_at_s": time.time(),
-                   "queued_ms": run.queued_ms})
+                   "queued_ms": run.queued_ms,
+                   "output": output_text(run.out_tail) if run.out_tail else None})
 
     def emit(self, event: dict):
         if self.cmd_closed:
@@ -587,6 +618,11 @@ class Zygote:
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def output_text(tail: bytes) -> str:
+    """A tail of output as text: a character cut at its start by the tail is dropped."""
+    return bytes(tail).decode("utf-8", "replace").lstrip("\ufffd")
 
 
 def close_all_but(keep: set):
@@ -621,10 +657,6 @@ def _log(priority: int, text: str):
 
 def warn(text: str):
     _log(4, text)
-
-
-def info(text: str):
-    _log(6, text)
 
 
 def main(argv=None) -> int:

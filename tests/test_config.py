@@ -157,3 +157,17 @@ def test_metrics_dir_defaults_to_debians_node_exporter_folder_and_none_turns_it_
     conf.write_text("metrics_dir = 3\n")
     with pytest.raises(ConfigError, match="metrics_dir must be a folder path"):
         load_settings(env=env)
+
+
+def test_output_limit_and_history_limit_from_file_environment_and_flags(tmp_path):
+    conf = tmp_path / "after.conf"
+    conf.write_text("output_limit = 1024\nhistory_limit = 50\n")
+    env = {"AFTER_CONFIG": str(conf)}
+    default = load_settings(env={"AFTER_CONFIG": os.devnull})
+    assert (default.output_limit, default.history_limit) == (4096, 20)
+    assert (load_settings(env=env).output_limit, load_settings(env=env).history_limit) == (1024, 50)
+    assert load_settings(env={**env, "AFTER_OUTPUT_LIMIT": "0"}).output_limit == 0   # keep none
+    assert load_settings({"history_limit": 3}, env=env).history_limit == 3
+    for bad in ("-1", "1001", "x"):
+        with pytest.raises(ConfigError, match="AFTER_HISTORY_LIMIT"):
+            load_settings(env={**env, "AFTER_HISTORY_LIMIT": bad})

@@ -240,11 +240,6 @@ def test_upgrade_restarts_running_instances(box):
     assert main_pid(box, "after@probe") not in ("0", before)
 
 
-def worker_exists() -> bool:
-    worker = ROOT / "afterd" / "worker.py"
-    return worker.exists() and "def run_worker" in worker.read_text()
-
-
 ECHO_JOB = """\
 def run(task):
     return {"arguments": task.arguments}
@@ -278,8 +273,6 @@ def test_metrics_folder_nothing_made_without_the_node_exporter_writable_with_it(
 
 
 @pytest.mark.systemd
-@pytest.mark.xfail(not worker_exists(), reason="afterd/worker.py (run_worker) is not written yet",
-                   strict=False)
 def test_enabled_worker_runs_a_task_as_the_after_user(box, couch_url, db_name):
     # Given a database, a job, and the worker's settings in /etc/after/after.conf
     requests.put(f"{couch_url}/{db_name}", timeout=10).raise_for_status()

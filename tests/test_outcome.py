@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from afterd.outcome import REMOVE, Outcome, apply_outcome, from_journal, interrupted, outcome_fields
-from afterd.task import parse_date
+from afterd.outcome import REMOVE, Outcome, apply_outcome, from_journal, interrupted, outcome_fields, replace_due
+from afterd.task import format_date, parse_date
 
 NOW = datetime(2026, 12, 1, 3, 0, 5, tzinfo=timezone.utc)
 T0 = NOW.timestamp() - 5
@@ -30,8 +30,12 @@ def task(**fields):
     (task(runs=4), failed(), False, {"status": "error", "runs": 5}),
     (task(), failed("Canceled"), False, {"status": "canceled"}),
     (task(), ok(), True, {"status": "canceled"}),
-    # a repeat goes on from its anchor: the next occurrence after now (missed ones collapse)
+    # a repeat goes on from its anchor. Occurrences that came due since the run began
+    # (here 03:00:02 and :04, now is :05) follow overlap and catchup: by default (wait,
+    # one) the latest runs at once; with overlap skip they are dropped (see below too)
     (task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0), ok(),
+     False, {"status": "scheduled", "date": "2026-12-01T03:00:04Z", "occurrence": 2}),
+    (task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, overlap="skip"), ok(),
      False, {"status": "scheduled", "date": "2026-12-01T03:00:06Z", "occurrence": 3}),
     (task(repeat={"months": 1}, date="2026-01-31T00:00:00Z", anchor="2026-01-31T00:00:00Z", occurrence=10),
      ok(), False, {"status": "scheduled", "date": "2026-12-31T00:00:00Z", "occurrence": 11}),
@@ -73,6 +77,16 @@ def test_apply_outcome_keeps_what_the_user_wrote_meanwhile(base_status, fields_s
     doc = apply_outcome(base, {"status": fields_status, "runs": 1, REMOVE: ["running", "error"]}, {"process": "me"})
     assert doc["status"] == written and doc["note"] == "mine" and doc["owner"] == {"process": "me"}
     assert "running" not in doc and "error" not in doc and doc["runs"] == 1
+
+
+def test_run_now_asked_during_a_run_is_kept_as_an_extra_run_due_when_it_ended():
+    base = task(status="run", repeat={"seconds": 2}, running={"run": "r1"})
+    fields = {"status": "scheduled", "finished_at": "2026-12-01T03:00:01Z", "runs": 1, REMOVE: ["running", "run_now"]}
+    doc = apply_outcome(base, fields, {"process": "me"})
+    assert (doc["status"], doc["run_now"]) == ("scheduled", "2026-12-01T03:00:01Z")
+    # a one-time task: that run was its run
+    done = apply_outcome(task(status="run"), {**fields, "status": "done"}, {"process": "me"})
+    assert done["status"] == "done" and "run_now" not in done
 
 
 def test_interrupted_and_journal_outcomes():
@@ -147,7 +161,8 @@ def test_jitter_delays_each_occurrence_the_same_way_everywhere():
     from afterd.outcome import jittered
     from afterd.policy import parse_policy
 
-    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, jitter="10m")
+    # overlap skip: the next occurrence is the first after now (03:00:06), not one missed
+    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, jitter="10m", overlap="skip")
     fields, _ = outcome_fields(doc, ok(), now=NOW)
     due = parse_date(fields["date"])
     plain = parse_date("2026-12-01T03:00:06Z")
@@ -183,3 +198,141 @@ def test_catchup_all_after_a_run_goes_to_the_next_missed_occurrence():
     doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup="all")
     fields, _ = outcome_fields(doc, ok(), now=NOW)
     assert fields["occurrence"] == 1 and fields["date"] == "2026-12-01T03:00:02Z"
+
+
+# ---- overlap: which occurrence follows a run that outlasted its period ---------------------------
+
+def run_of(seconds, start="2026-12-01T03:00:00Z"):
+    """A run of `seconds` that began at `start`; `now` is its end."""
+    t0 = parse_date(start).timestamp()
+    return Outcome("r1", True, None, None, t0, t0 + seconds, 0.0), datetime.fromtimestamp(t0 + seconds, timezone.utc)
+
+
+@pytest.mark.parametrize("why, fields, seconds, date, k", [
+    ("wait (default), catchup one: the latest that came due runs at once (back-to-back)",
+     {}, 3.05, "2026-12-01T03:00:03Z", 3),
+    ("wait, catchup all: each that came due, the oldest first", {"catchup": "all"}, 3.05, "2026-12-01T03:00:01Z", 1),
+    ("wait, catchup none: none of them, the first after the run",
+     {"catchup": "none"}, 3.05, "2026-12-01T03:00:04Z", 4),
+    ("wait, catchup one with a window shorter than the run: the latest is within it",
+     {"catchup_window": 0.5}, 3.05, "2026-12-01T03:00:03Z", 3),
+    ("skip: dropped, the first occurrence after the run", {"overlap": "skip"}, 3.05, "2026-12-01T03:00:04Z", 4),
+    ("skip, catchup all: dropped all the same", {"overlap": "skip", "catchup": "all"}, 3.05,
+     "2026-12-01T03:00:04Z", 4),
+    ("replace, a run that ended in time: the next as usual", {"overlap": "replace"}, 0.5,
+     "2026-12-01T03:00:01Z", 1),
+    ("any mode, a run that ended in time: the next occurrence", {"overlap": "skip"}, 0.5, "2026-12-01T03:00:01Z", 1),
+    ("wait, a run that ended in time", {}, 0.5, "2026-12-01T03:00:01Z", 1),
+])
+def test_overlap_after_a_run(why, fields, seconds, date, k):
+    outcome, now = run_of(seconds)
+    doc = task(repeat={"seconds": 1}, anchor="2026-12-01T03:00:00Z", occurrence=0, **fields)
+    got, warning = outcome_fields(doc, outcome, now=now)
+    assert warning is None and (got["status"], got["date"], got["occurrence"]) == ("scheduled", date, k), why
+
+
+def test_overlap_replace_a_run_canceled_by_its_next_occurrence_is_replaced_and_the_chain_goes_on():
+    t0 = parse_date("2026-12-01T03:00:00Z").timestamp()
+    canceled = Outcome("r1", False, None, {"type": "Canceled", "message": "canceled", "traceback": None},
+                       t0, t0 + 2.02, 0.0)
+    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, overlap="replace",
+               retry={"attempts": 3, "on": ["error"]}, on_error={"job": {"name": "j"}})
+    fields, _ = outcome_fields(doc, canceled, now=datetime.fromtimestamp(t0 + 2.02, timezone.utc))
+    # the occurrence that cut it starts at once; no retry, no on_error: it did not fail
+    assert (fields["status"], fields["date"], fields["occurrence"]) == ("scheduled", "2026-12-01T03:00:02Z", 1)
+    assert fields["history"][-1]["status"] == "replaced" and "overlap replace" in fields["history"][-1]["error"]
+    assert fields["last_run"]["error"]["type"] == "Replaced" and "_chain" not in fields
+    # canceled just before its next occurrence (the worker's timer fires a little early):
+    # that occurrence is armed at its own date
+    early = Outcome("r1", False, None, canceled.error, t0, t0 + 1.95, 0.0)
+    fields, _ = outcome_fields(doc, early, now=datetime.fromtimestamp(t0 + 1.95, timezone.utc))
+    assert (fields["date"], fields["occurrence"], fields["history"][-1]["status"]) == \
+        ("2026-12-01T03:00:02Z", 1, "replaced")
+    # a user's cancel of the same run ends the task, as always
+    fields, _ = outcome_fields(doc, canceled, now=NOW, canceled=True)
+    assert fields["status"] == "canceled" and fields["history"][-1]["status"] == "canceled"
+    # overlap wait: a cancel (by whoever) is not a replacement
+    fields, _ = outcome_fields({**doc, "overlap": "wait"}, canceled, now=NOW)
+    assert fields["status"] == "canceled"
+
+
+@pytest.mark.parametrize("why, doc, expected", [
+    ("the run of occurrence 0: occurrence 1's date", task(repeat={"seconds": 2}, overlap="replace",
+     anchor="2026-12-01T03:00:00Z", occurrence=0), "2026-12-01T03:00:02Z"),
+    ("a retry attempt of occurrence 3: occurrence 4's", task(repeat={"seconds": 2}, overlap="replace",
+     anchor="2026-12-01T03:00:00Z", occurrence=3, attempts=1, date="2026-12-01T03:00:06.500Z"),
+     "2026-12-01T03:00:08Z"),
+    ("an extra run: the chain's next date", task(repeat={"seconds": 2}, overlap="replace", occurrence=5,
+     anchor="2026-12-01T02:59:50Z", run_now="2026-12-01T03:00:00.100Z"), "2026-12-01T03:00:00Z"),
+    ("the last of its count: nothing replaces it", task(repeat={"seconds": 2, "count": 1}, overlap="replace",
+     anchor="2026-12-01T03:00:00Z", occurrence=0), None),
+    ("overlap wait: never", task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z"), None),
+    ("overlap skip: never", task(repeat={"seconds": 2}, overlap="skip", anchor="2026-12-01T03:00:00Z"), None),
+    ("a one-time task: never", task(overlap="replace"), None),
+])
+def test_replace_due(why, doc, expected):
+    got = replace_due(doc, NOW)
+    assert (format_date(got) if got else None) == expected, why
+
+
+# ---- output: kept as an attachment, named in the run's history entry -----------------------------
+
+def test_a_runs_output_tail_goes_inline_as_an_attachment_named_by_its_run_number():
+    import base64
+
+    out = Outcome("r1", True, 1, None, T0, T0 + 1, 0.0, output="x" * 5000 + "last line\n")
+    fields, _ = outcome_fields(task(runs=6), out, now=NOW, output_limit=100)
+    entry = fields["history"][-1]
+    assert entry["output_ref"] == "output/7" and "output" not in entry
+    note = fields["_output"]
+    assert note["name"] == "output/7"
+    text = base64.b64decode(note["data"]).decode()
+    assert text.endswith("last line\n") and len(text.encode()) <= 100 + 3
+    doc = apply_outcome(task(runs=6), fields, {"process": "me"})
+    assert doc["_attachments"] == {"output/7": {"content_type": "text/plain", "data": note["data"]}}
+    assert "_output" not in doc
+    # no output, or output_limit 0: no attachment, no output_ref
+    for outcome, limit in ((ok(), 4096), (out, 0)):
+        fields, _ = outcome_fields(task(), outcome, now=NOW, output_limit=limit)
+        assert "output_ref" not in fields["history"][-1] and "_output" not in fields
+
+
+def test_outputs_of_runs_that_left_the_history_are_dropped_in_the_same_write_and_the_users_kept():
+    stub = {"content_type": "text/plain", "digest": "md5-x", "length": 3, "revpos": 2, "stub": True}
+    history = [{"status": "done", "output_ref": f"output/{n}"} for n in (1, 2)]
+    base = task(repeat={"seconds": 1}, anchor="2026-12-01T03:00:00Z", runs=2, history_limit=2, history=history,
+                _attachments={"output/1": stub, "output/2": stub, "photo.png": stub})
+    out = Outcome("r1", True, 1, None, T0, T0 + 1, 0.0, output="three")
+    fields, _ = outcome_fields(base, out, now=NOW)
+    doc = apply_outcome(base, fields, {"process": "me"})
+    assert sorted(doc["_attachments"]) == ["output/2", "output/3", "photo.png"]
+    assert doc["_attachments"]["output/2"] == stub and "data" in doc["_attachments"]["output/3"]
+    # a run without output still drops what left the history; nothing left: no field
+    bare = task(repeat={"seconds": 1}, anchor="2026-12-01T03:00:00Z", runs=1, history_limit=1,
+                history=history[:1], _attachments={"output/1": stub})
+    fields, _ = outcome_fields(bare, ok(), now=NOW)
+    assert "_attachments" not in apply_outcome(bare, fields, {"process": "me"})
+
+
+def test_history_limit_of_the_worker_applies_when_the_task_sets_none():
+    doc = task(repeat={"seconds": 1}, anchor="2026-12-01T03:00:00Z", history=[{"status": "done"}] * 9)
+    assert len(outcome_fields(doc, ok(), now=NOW, history_limit=5)[0]["history"]) == 5
+    assert len(outcome_fields({**doc, "history_limit": 7}, ok(), now=NOW, history_limit=5)[0]["history"]) == 7
+
+
+@pytest.mark.parametrize("why, fields, start, seconds, date, k", [
+    ("after downtime the missed occurrences collapse into the run made now: then the first future one",
+     {}, "2026-12-01T03:10:30Z", 0.5, "2026-12-01T03:11:00Z", 11),
+    ("the same run taking 40 s: 03:11:00 came due during it, and runs at once",
+     {}, "2026-12-01T03:10:30Z", 40, "2026-12-01T03:11:00Z", 11),
+    ("catchup all: every occurrence since, as always", {"catchup": "all"}, "2026-12-01T03:10:30Z", 0.5,
+     "2026-12-01T03:01:00Z", 1),
+    ("catchup none, 40 s: none of them", {"catchup": "none"}, "2026-12-01T03:10:30Z", 40,
+     "2026-12-01T03:12:00Z", 12),
+])
+def test_a_run_begun_late_by_catchup(why, fields, start, seconds, date, k):
+    outcome, now = run_of(seconds, start)
+    doc = task(date="2026-12-01T03:00:00Z", repeat={"minutes": 1}, anchor="2026-12-01T03:00:00Z", occurrence=0,
+               **fields)
+    got, _ = outcome_fields(doc, outcome, now=now)
+    assert (got["date"], got["occurrence"]) == (date, k), why

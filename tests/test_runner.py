@@ -4,6 +4,7 @@ These drive a real Runner (and its zygote process) on job files written into a
 temporary folder; no CouchDB is needed.
 """
 
+import logging
 import os
 import signal
 import statistics
@@ -362,18 +363,39 @@ def test_stop_lets_short_runs_finish_kills_long_ones_and_returns_the_rest(make_r
     assert runner.outcomes[late].error["type"] == "NotStarted"
 
 
-def test_stdout_is_drained_so_a_chatty_job_never_blocks(capfd, make_runner):
-    runner = make_runner()
+def test_output_is_drained_so_a_chatty_job_never_blocks_logged_whole_and_its_tail_kept(caplog, make_runner):
+    caplog.set_level(logging.INFO, logger="after.jobs")
+    runner = make_runner(output_limit=1000)
     runner.write_job("chatty", """
         import sys
         def run(task):
             for i in range(20000):
                 print("line", i, "x" * 80)
+            print("the end", file=sys.stderr)
+            task.logger.info("not output: the worker's own stderr")
             return "said it all"
     """)
-    assert runner.run("chatty").result == "said it all"
-    err = wait_for(lambda: "line 19999" in (e := capfd.readouterr().err) and e, 5, "the tail")
-    assert "line 100 " not in err   # only the tail is kept
+    outcome = runner.run("chatty")
+    assert outcome.result == "said it all"
+    # The run's outcome carries the tail of stdout and stderr, in the order written
+    assert outcome.output.endswith("line 19999 " + "x" * 80 + "\nthe end\n")
+    assert len(outcome.output.encode()) <= 1000 and "line 19000 " not in outcome.output
+    # and the worker's log has all of it, in lines about the task
+    lines = [r for r in caplog.records if r.name == "after.jobs" and "output:" in r.getMessage()]
+    logged = "".join(r.getMessage() for r in lines)
+    assert all(f"line {i} x" in logged for i in (0, 100, 19999)) and "the end" in logged
+    assert "not output" not in logged and "not output" not in outcome.output
+    assert {getattr(r, "task_id", None) for r in lines} == {outcome.task_id}
+    assert len(lines) > 1   # in chunks, not one line of 1.6 MB
+
+
+def test_a_silent_job_has_no_output_and_output_limit_0_keeps_none(make_runner):
+    runner = make_runner(output_limit=0)
+    runner.write_job("quiet", "def run(task):\n    print('said')\n    return 1\n")
+    assert runner.run("quiet").output is None
+    runner = make_runner()
+    runner.write_job("silent", "def run(task):\n    return 1\n")
+    assert runner.run("silent").output is None
 
 
 def test_dispatch_lateness_over_a_few_hundred_runs(make_runner):

@@ -332,3 +332,50 @@ def test_put_quorum_says_a_write_quorum_took_it_and_conflicts_as_put(store):
 def test_quorum_is_what_the_database_states(store):
     stated = store.quorum()
     assert set(stated) <= {"q", "n", "w", "r"} and all(isinstance(v, int) for v in stated.values())
+
+
+# ---- attachments: a run's output (afterd/outputs.py) ----------------------------------------
+
+def test_inline_attachments_come_back_as_stubs_that_a_later_write_keeps(store):
+    import base64
+
+    from afterd.outputs import settle, stub
+
+    data = "line 1\nlast line é\n".encode()
+    doc = {"_id": "att", "n": 1, "_attachments": {
+        "output/1": {"content_type": "text/plain", "data": base64.b64encode(data).decode()}}}
+    rev = store.bulk([dict(doc)])[0]["rev"]
+    got = store.get("att")
+    att = got["_attachments"]["output/1"]
+    assert att["stub"] is True and att["length"] == len(data) and att["content_type"].startswith("text/plain")
+    assert att["digest"] == stub(data, generation(rev))["digest"]   # both servers: md5, base64
+    assert store.get_attachment("att", "output/1") == data
+    # A write that carries the stubs it read keeps the attachment; so does one carrying
+    # the stub the writer made itself from what it sent (outputs.settle).
+    rev = store.put({**got, "n": 2})
+    assert store.get_attachment("att", "output/1") == data
+    mine = settle({**doc, "_rev": rev}, rev)
+    mine["_rev"] = rev
+    rev = store.put({**mine, "n": 3})
+    assert store.get_attachment("att", "output/1") == data
+    changes, _ = store.changes("0", selector={"n": 3}, deadline_s=5)
+    fed = next(r["doc"] for r in changes if r["id"] == "att")
+    assert fed["_attachments"]["output/1"]["stub"] is True and "data" not in fed["_attachments"]["output/1"]
+    # A write that leaves an attachment out drops it. (A stub of an attachment that is not
+    # there: CouchDB answers 412, pouchdb-server finds the data by digest and keeps it; after
+    # never sends one.)
+    current = store.get("att")
+    store.put({k: v for k, v in current.items() if k != "_attachments"})
+    with pytest.raises(NotFound):
+        store.get_attachment("att", "output/1")
+
+
+def test_validation_sees_attachments_as_stubs(validated_store):
+    import base64
+
+    doc = {"_id": "att-v", "_attachments": {"a": {"content_type": "text/plain",
+                                                   "data": base64.b64encode(b"x").decode()}}}
+    assert "rev" in validated_store.bulk([doc])[0]
+    with pytest.raises(Forbidden):
+        validated_store.put({**validated_store.get("att-v"), "forbid": "no"})
+    assert validated_store.get_attachment("att-v", "a") == b"x"
