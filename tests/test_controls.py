@@ -214,7 +214,12 @@ def test_overlap_replace_cuts_each_run_at_the_next_occurrence(couch, worker, rec
 
 # ---- output: kept as an attachment of the task, named in the history -----------------------------
 
-def test_a_runs_output_is_kept_with_its_history_entry_and_survives_every_later_write(couch, worker, records):
+def test_a_runs_output_is_kept_with_its_history_entry_and_survives_every_later_write(couch, couch_url, worker,
+                                                                                    records):
+    import os
+    import subprocess
+    import sys
+
     from afterd.outputs import output_names, read_output
 
     w = worker(lease_s=2, skew_margin_s=0.5).start()
@@ -230,6 +235,12 @@ def test_a_runs_output_is_kept_with_its_history_entry_and_survives_every_later_w
     assert doc["history"][-1]["output_ref"] == "output/1" and output_names(doc) == ["output/1"]
     assert read_output(couch, task_id, doc["history"][-1]) == "hello out 1\nhello err 1\n"
     assert "hello out 1" in w.log() and "hello err 1" in w.log()   # the whole output: the worker's log
+    # and `after history ID --output` shows it under the run's row
+    shown = subprocess.run([sys.executable, "-m", "afterd", "history", task_id, "--output"],
+                           env={**os.environ, "AFTER_CONFIG": os.devnull, "AFTER_COUCHDB_URL": couch_url,
+                                "AFTER_DATABASE": couch.database}, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "--- output of the run started" in shown.stdout and "hello out 1\nhello err 1" in shown.stdout
     # When the user reschedules it, and another process of the worker takes it over, and
     # the user cancels it: the output is still there
     update(couch, task_id, status="reschedule", date=format_date(tomorrow + timedelta(hours=1)))

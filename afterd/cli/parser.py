@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("history", cmd_history, "the task's last runs, as a table")
     p.add_argument("id", metavar="ID")
     p.add_argument("--json", action="store_true", help="the history entries as JSON instead")
+    p.add_argument("--output", action="store_true",
+                   help="and below the table, what each run wrote (the last output_limit bytes kept)")
 
     for name, func, text in (("pause", cmd_pause, "ask the task's worker to stop arming it (a running job finishes)"),
                              ("resume", cmd_resume, "ask the worker of a paused task to arm it again"),

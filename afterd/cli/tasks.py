@@ -78,7 +78,8 @@ def cmd_show(args, settings: Settings) -> int:
 
 
 def cmd_history(args, settings: Settings) -> int:
-    doc = get_task(open_couch(settings), args.id)
+    couch = open_couch(settings)
+    doc = get_task(couch, args.id)
     history = doc.get("history")
     if args.json:
         print(json.dumps(history if isinstance(history, list) else [], indent=2, ensure_ascii=False))
@@ -88,7 +89,25 @@ def cmd_history(args, settings: Settings) -> int:
         return EXIT_OK
     print_table(("OCCURRENCE", "ATTEMPT", "START", "DURATION", "STATUS", "OUTCOME", "PROCESS"),
                 [history_row(entry) for entry in history])
+    if args.output:
+        print_outputs(couch, args.id, history)
     return EXIT_OK
+
+
+def print_outputs(couch, task_id: str, history: list) -> None:
+    """Each run's kept output (an attachment of the task, afterd/outputs.py) under a header."""
+    from afterd.couch import NotFound
+    from afterd.outputs import read_output
+
+    for entry in history:
+        if not isinstance(entry, dict) or not entry.get("output_ref"):
+            continue
+        try:
+            text = read_output(couch, task_id, entry)
+        except NotFound:
+            continue   # dropped since the document was read: the run left the history
+        print(f"\n--- output of the run started {entry.get('start', '-')} ({entry.get('status', '?')}) ---")
+        print(text.rstrip("\n"))
 
 
 CONFLICT_RETRIES = 5   # a worker may write the task between our read and our write
