@@ -194,7 +194,9 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
 
     A user's `cancel` written during the run makes it `canceled`; a `pause` makes a
     repeat that would go on `paused` (the run finished; the chain waits); a `run` (run
-    now) makes a repeat that goes on run once more at once (`run_now`).
+    now) makes a repeat that goes on run once more at once (`run_now`); a `reschedule`
+    makes the user's date the next one (a new anchor for a repeat, a new run for a
+    one-time task), whatever the run planned.
     """
     update = dict(fields)
     remove = update.pop(REMOVE, [])
@@ -217,6 +219,16 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
         # Run now, asked during the run: the extra run is due when this one ended (its id
         # derives from that date, so it runs once), then the chain goes on.
         doc["run_now"] = doc.get("finished_at")
+    elif base.get("status") == "reschedule":
+        # What a claim of a `reschedule` writes (actions.py `_claim`, reset_anchor), on the
+        # user's date: the run that just ended does not undo a move written during it.
+        date = base.get("date")
+        try:
+            date = format_date(parse_date(date))
+        except TaskError:
+            pass   # validation let it in as written; parse_task refuses it at arming, saying why
+        doc.update(status="scheduled", date=date, anchor=date, occurrence=0, attempts=0)
+        doc.pop("run_now", None)
     doc["owner"] = owner_field
     return doc
 

@@ -89,6 +89,19 @@ def test_run_now_asked_during_a_run_is_kept_as_an_extra_run_due_when_it_ended():
     assert done["status"] == "done" and "run_now" not in done
 
 
+@pytest.mark.parametrize("fields_status, repeat", [("scheduled", {"days": 1}), ("done", None), ("scheduled", None)])
+def test_a_reschedule_written_during_a_run_moves_the_next_run_to_the_users_date(fields_status, repeat):
+    # scheduled + no repeat: the run failed and its retry was planned; the user's date wins
+    base = task(status="reschedule", date="2027-01-05T08:00:00Z", repeat=repeat, anchor="2026-12-01T03:00:00Z",
+                occurrence=4, running={"run": "r1"})
+    fields = {"status": fields_status, "date": "2026-12-02T03:00:00Z", "occurrence": 5, "attempts": 1,
+              "runs": 5, REMOVE: ["running"]}
+    doc = apply_outcome(base, fields, {"process": "me"})
+    assert (doc["status"], doc["date"], doc["anchor"], doc["occurrence"], doc["attempts"]) == \
+        ("scheduled", "2027-01-05T08:00:00Z", "2027-01-05T08:00:00Z", 0, 0)
+    assert doc["runs"] == 5 and "running" not in doc
+
+
 def test_interrupted_and_journal_outcomes():
     gone = interrupted("t@x#0", "its owner vanished", NOW)
     assert not gone.ok and gone.error["type"] == "Interrupted" and "its owner vanished" in gone.error["message"]

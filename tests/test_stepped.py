@@ -125,3 +125,17 @@ def test_a_peer_that_stopped_cleanly_hands_over_its_tasks_without_waiting_for_th
     assert c.run_for(5, until=lambda: {c.doc(i)["owner"]["process"] for i in ids} == {b.me.process})
     assert c.run_for(60, until=lambda: statuses(c, ids) == {"done"})
     assert sorted(c.starts().values()) == [1] * 5
+
+
+def test_a_reschedule_written_during_a_run_is_where_the_task_goes_after_it(tmp_path):
+    c = Cluster(tmp_path)
+    c.process(run_s=5)
+    t = task(c, 1, repeat={"hours": 1})
+    assert c.run_for(10, until=lambda: c.doc(t)["status"] == "running")
+    moved_to = format_date(c.at(30))
+    c.store.store.put({**c.doc(t), "status": "reschedule", "date": moved_to})
+    assert c.run_for(10, until=lambda: c.doc(t).get("runs") == 1)
+    doc = c.doc(t)
+    assert (doc["status"], doc["date"], doc["anchor"]) == ("scheduled", moved_to, moved_to)
+    assert c.run_for(40, until=lambda: c.doc(t).get("runs") == 2)
+    assert abs(min(t_ for r, t_ in c.started_at().items() if moved_to in r) - due_s({"date": moved_to})) < 0.1
