@@ -17,7 +17,19 @@ def pytest_addoption(parser):
     parser.addoption("--run-soak", action="store_true", help="run the long soak tests (make soak)")
 
 
+# Under pytest-xdist (`make test` runs two processes, --dist loadgroup), the tests of one
+# group run in the same process, one after another: those that boot a container or build
+# the .deb share one rootfs, one dist/ and one build/ (and booting two at once would
+# double the heaviest load), and the browser tests share one Chromium.
+XDIST_GROUPS = {"test_deb.py": "systemd", "test_systemd.py": "systemd", "browser": "browser"}
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for part, group in XDIST_GROUPS.items():
+            if part in item.path.parts:
+                item.add_marker(pytest.mark.xdist_group(group))
     if config.getoption("--run-soak"):
         return
     skip = pytest.mark.skip(reason="soak test: run with `make soak`")
