@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 from afterd import chains, history, outputs, policy
 from afterd.metrics import outcome_kind
-from afterd.repeat import catch_up, occurrence
+from afterd.catchup import catch_up
+from afterd.repeat import occurrence
 from afterd.task import TaskError, format_date, parse_date, parse_task
 
 # Fields an outcome may take out of the document: the run marker, the extra-run request,

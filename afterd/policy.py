@@ -16,7 +16,8 @@ from datetime import datetime
 
 from afterd.chains import Template, parse_template
 from afterd.fields import TaskError, is_integer, is_number
-from afterd.repeat import CATCHUP_MODES, CatchUp, Repeat, catch_up, duration_s, first_at_or_after, plan
+from afterd.catchup import CATCHUP_MODES, CatchUp, catch_up, first_at_or_after
+from afterd.repeat import Repeat, duration_s, plan
 
 RETRY_ENDINGS = ("error", "timeout", "interrupted")
 RETRY_KEYS = ("attempts", "delay", "backoff", "max_delay", "on")

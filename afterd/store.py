@@ -31,6 +31,7 @@ import time
 import uuid
 from typing import Callable, Iterator, Protocol, runtime_checkable
 
+from afterd import mango
 from afterd.couch import DESIGN_ID, Conflict, CouchError, Forbidden, NotFound, should_replace
 
 
@@ -227,14 +228,14 @@ class MemoryStore:
     def find(self, selector: dict, *, fields=None, limit=None, sort=None, page_size: int = 0) -> list[dict]:
         with self._changed:
             found = [doc for doc in self._live_docs() if not doc["_id"].startswith("_design/")
-                     and matches(doc, selector)]
+                     and mango.matches(doc, selector)]
         for spec in reversed(sort or []):
             field, direction = next(iter(spec.items())) if isinstance(spec, dict) else (spec, "asc")
-            found.sort(key=lambda d: _collate(_field(d, field)), reverse=direction == "desc")
+            found.sort(key=lambda d: mango.collate(mango.field(d, field)), reverse=direction == "desc")
         if limit is not None:
             found = found[:limit]
         if fields is not None:
-            found = [_project(d, [*fields, "_id"]) for d in found]
+            found = [mango.project(d, [*fields, "_id"]) for d in found]
         return found
 
     def docs_with_prefix(self, prefix: str) -> list[dict]:
@@ -354,7 +355,7 @@ class MemoryStore:
             doc_id = self._by_seq[seq]
             leaf = self._docs[doc_id]
             doc = leaf.doc(doc_id)
-            if selector is not None and not matches(doc, selector):
+            if selector is not None and not mango.matches(doc, selector):
                 continue
             row = {"seq": _seq_text(seq), "id": doc_id, "changes": [{"rev": leaf.rev}], "doc": doc}
             if leaf.deleted:
@@ -409,101 +410,3 @@ def _seq_number(since) -> int:
         return int(str(since).split("-", 1)[0])
     except ValueError:
         raise CouchError(f"_changes: CouchDB answered 400 bad_request: malformed since {since!r}", 400) from None
-
-
-# -- Mango selectors: the subset after uses -------------------------------------------------
-
-_MISSING = object()
-
-
-def _field(doc: dict, path: str, default=None):
-    value = doc
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return default
-        value = value[part]
-    return value
-
-
-def _project(doc: dict, fields: list[str]) -> dict:
-    """Only these fields of doc (dotted paths keep their nesting), as _find's `fields` does."""
-    out: dict = {}
-    for path in dict.fromkeys(fields):
-        value = _field(doc, path, _MISSING)
-        if value is _MISSING:
-            continue
-        *parents, last = path.split(".")
-        target = out
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = copy.deepcopy(value)
-    return out
-
-
-def _collate(value):
-    """CouchDB's order across types: null < false < true < numbers < strings < arrays < objects."""
-    if value is None:
-        return (0, 0)
-    if isinstance(value, bool):
-        return (1, value)
-    if isinstance(value, (int, float)):
-        return (2, value)
-    if isinstance(value, str):
-        return (3, value)
-    if isinstance(value, list):
-        return (4, [_collate(v) for v in value])
-    return (5, json.dumps(value, sort_keys=True))
-
-
-def matches(doc: dict, selector: dict) -> bool:
-    """True when doc matches a Mango selector: fields (dotted paths) with a value or with
-    $eq $ne $gt $gte $lt $lte $in $nin $exists, combined with $and $or $nor $not."""
-    for key, cond in selector.items():
-        if key == "$and":
-            if not all(matches(doc, s) for s in cond):
-                return False
-        elif key == "$or":
-            if not any(matches(doc, s) for s in cond):
-                return False
-        elif key == "$nor":
-            if any(matches(doc, s) for s in cond):
-                return False
-        elif key == "$not":
-            if matches(doc, cond):
-                return False
-        elif not _match_value(_field(doc, key, _MISSING), cond):
-            return False
-    return True
-
-
-def _match_value(value, cond) -> bool:
-    if isinstance(cond, dict) and cond and all(k.startswith("$") for k in cond):
-        return all(_match_op(value, op, arg) for op, arg in cond.items())
-    if isinstance(cond, dict):
-        return isinstance(value, dict) and matches(value, cond)
-    return value is not _MISSING and _equal(value, cond)
-
-
-def _equal(a, b) -> bool:
-    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
-
-
-def _match_op(value, op: str, arg) -> bool:
-    if op == "$exists":
-        return (value is not _MISSING) == bool(arg)
-    if value is _MISSING:
-        return False    # as in CouchDB: a missing field fails every test but {"$exists": false}
-    if op == "$eq":
-        return _equal(value, arg)
-    if op == "$ne":
-        return not _equal(value, arg)
-    if op == "$in":
-        return any(_equal(value, a) for a in arg)
-    if op == "$nin":
-        return not any(_equal(value, a) for a in arg)
-    if op in ("$gt", "$gte", "$lt", "$lte"):
-        left, right = _collate(value), _collate(arg)
-        return {"$gt": left > right, "$gte": left >= right, "$lt": left < right, "$lte": left <= right}[op]
-    if op == "$not":
-        return not _match_value(value, arg)
-    raise CouchError(f"find: CouchDB answered 400 invalid_operator: {op} is not supported here", 400)

@@ -28,12 +28,9 @@ its run's "outcome".
 """
 
 import bisect
-import ctypes
 import errno
-import gc
 import json
 import os
-import resource
 import selectors
 import signal
 import sys
@@ -42,27 +39,23 @@ import sys
 import _signal
 import time
 
+from afterd.child import run_child
 # Exit codes of a child whose own machinery (not the job) ended it.
-from afterd.exits import EXIT_NOT_STARTED, EXIT_OK, EXIT_SOFTWARE
-from afterd.journal_records import encode, result_record, start_record
-from afterd.jobapi import JobTask, encode_outcome, prepare_module, run_job
+from afterd.exits import EXIT_OK, EXIT_SOFTWARE
 from afterd.jobfiles import CodeCache, JobError, resolve
 
 
 # A child is given its slot this long before its date and waits for the date
-# itself (sleeping, then spinning the last SPIN_S), so the zygote's own delays
+# itself (sleeping, then spinning the last child.SPIN_S), so the zygote's own delays
 # (a fork of another child, a busy loop turn) do not make the job late.
 GRANT_AHEAD_S = 0.005
-SPIN_S = 0.0005
 # No new fork when a grant is this close: a fork of a Python process takes a
 # few milliseconds and would delay it.
 FORK_GUARD_S = 0.004
 IDLE_WAKE_S = 0.5
-PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
 OUTPUT_LIMIT_BYTES = 4096      # the default of the worker's output_limit setting
 OUTPUT_CHUNK_BYTES = 64 * 1024  # what the job wrote goes to the log in pieces this big at most
 ALL_SIGNALS = frozenset(int(sig) for sig in signal.valid_signals())
-MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 20
 RESULT_MAX_BYTES = 8 * 1024 * 1024   # CouchDB's default max_document_size
 
 
@@ -381,7 +374,8 @@ class Zygote:
             pid = os.fork()
             if pid == 0:
                 try:
-                    self.child(run, path, code, go_r, result_w, out_w, blocked)
+                    run_child(run, path, code, go_r, result_w, out_w, blocked,
+                              journal_fd=self.journal_fd, memory_limit_bytes=self.memory_limit_bytes)
                 finally:
                     os._exit(EXIT_SOFTWARE)
         except OSError as exc:
@@ -410,77 +404,6 @@ class Zygote:
             os.set_blocking(fd, False)
             self.sel.register(fd, selectors.EVENT_READ, (kind, run))
         return True
-
-    def child(self, run, path, code, go_r, result_w, out_w, blocked):
-        """In the forked child: wait for the date, run the job, write its outcome, _exit."""
-        os.setpgid(0, 0)   # its own group, so a kill reaches the job's subprocesses too
-        zygote_pid = os.getppid()
-        # If the zygote is killed outright, its children must not run on unwatched.
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != zygote_pid:
-            os._exit(EXIT_NOT_STARTED)
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(devnull, 0)
-        log_fd = os.dup(2)          # the worker's stderr, for task.logger (jobapi.LOG_STREAM)
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)           # stdout and stderr: one pipe, in the order written
-        close_all_but({0, 1, 2, go_r, result_w, self.journal_fd, log_fd})
-        import afterd.jobapi as jobapi
-        jobapi.LOG_STREAM = os.fdopen(log_fd, "w", buffering=1, encoding="utf-8", errors="replace")
-        # The job will not free the zygote's objects: keep the collector from walking
-        # (and so copying, page by page) what the child inherited.
-        gc.freeze()
-        if self.memory_limit_bytes:
-            limit = int(self.memory_limit_bytes)
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        sys.dont_write_bytecode = True   # never leave __pycache__ in the jobs folder
-        # Everything that is not the job's own code happens before the date.
-        task = JobTask(run.task, run.job, run.run_id)
-        module = prepare_module(f"after_job_{run.job}", path)
-        if os.read(go_r, 1) != b"g":
-            os._exit(EXIT_NOT_STARTED)
-        os.close(go_r)
-        wait_until(run.at_epoch_s)
-        outcome = run_job(code, module, path, task, self.memory_limit_bytes,
-                          on_begin=lambda: self.journal_start(run.run_id))
-        encoded, sent = encode_outcome(outcome)
-        self.journal_result(run, sent)
-        data = memoryview(encoded)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        while data:
-            data = data[os.write(result_w, data):]
-        os._exit(EXIT_OK)
-
-    def journal_start(self, run_id: str):
-        """In the child, just before run(task): the run has begun, for good."""
-        if self.journal_fd is None:
-            return
-        self.began_at_epoch_s = time.time()
-        self.journal_append(start_record(run_id, self.began_at_epoch_s))
-
-    def journal_result(self, run, outcome: dict):
-        """In the child, once run(task) returned or raised: the outcome survives a worker
-        killed before it heard of it (the journal's replay writes it to CouchDB)."""
-        if self.journal_fd is None or getattr(self, "began_at_epoch_s", None) is None:
-            return
-        self.journal_append(result_record(run.run_id, run.task_id, outcome,
-                                          began_at_epoch_s=self.began_at_epoch_s,
-                                          finished_at_epoch_s=time.time(),
-                                          ready_at_epoch_s=run.ready_at_epoch_s()))
-
-    def journal_append(self, record: dict):
-        try:
-            os.write(self.journal_fd, encode(record))
-        except (OSError, TypeError, ValueError):
-            pass   # the pipe to the zygote still carries the outcome; the journal is a safety net
 
     def drain_run(self, run: Run, kind: str):
         if kind == "result":
@@ -617,32 +540,9 @@ class Zygote:
             self.cmd_closed = True
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
 def output_text(tail: bytes) -> str:
     """A tail of output as text: a character cut at its start by the tail is dropped."""
     return bytes(tail).decode("utf-8", "replace").lstrip("\ufffd")
-
-
-def close_all_but(keep: set):
-    """Close every descriptor not in `keep` (close_range(2) under os.closerange: a few
-    system calls, where listing /proc/self/fd and closing one by one took hundreds)."""
-    low = 0
-    for fd in sorted(fd for fd in keep if fd is not None and fd >= 0):
-        if fd > low:
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, MAX_FD)
-
-
-def wait_until(epoch_s: float):
-    """Return at epoch_s: sleep most of the way, spin the last SPIN_S (sleep overshoots)."""
-    rest_s = epoch_s - time.time()
-    if rest_s > SPIN_S:
-        time.sleep(rest_s - SPIN_S)
-    while time.time() < epoch_s:
-        pass
 
 
 def _log(priority: int, text: str):

@@ -9,7 +9,8 @@ from dateutil.relativedelta import relativedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from afterd.repeat import (catch_up, duration_s, duration_units, occurrence, parse_duration,
+from afterd.catchup import catch_up
+from afterd.repeat import (duration_s, duration_units, occurrence, parse_duration,
                            parse_repeat, plan)
 from afterd.task import TaskError, format_date, parse_date
 
