@@ -3,6 +3,9 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# `make test` runs the suite in two processes (most tests wait on servers, workers and
+# containers, not on the CPU); tests/conftest.py keeps the container tests together.
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup
 BENCH_ARGS ?=
 
 .PHONY: all deps bench-deps run test test-quick bench bench-quick soak deb clean
@@ -29,7 +32,7 @@ run: deps
 
 test: deps
 	scripts/install-deps test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-quick: deps
 	$(PY) -m pytest -m "not systemd and not deb" $(PYTEST_ARGS)
