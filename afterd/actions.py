@@ -18,6 +18,7 @@ from afterd.writer import CLAIM, CONFIRM, Write
 log = logging.getLogger("after.worker")
 
 FORGOTTEN_MAX = 100_000  # finished tasks remembered, to tell stale feed echoes apart
+HOT_AHEAD_S = 2.0        # a task armed to run within this long stays parsed (entry.py)
 
 
 class Acting:
@@ -31,7 +32,7 @@ class Acting:
         if doc_id.startswith(("_design/", claims.HEARTBEAT_PREFIX)):
             return
         entry = self.entries.get(doc_id)
-        held = decide.Held(entry.doc.get("_rev"), entry.phase, entry.writing) if entry is not None else None
+        held = decide.Held(entry.rev, entry.phase, entry.writing) if entry is not None else None
         action = decide.decide(doc, held, me=self.me.process, worker=self.name,
                                forgotten_gen=self._forgotten.get(doc_id, 0),
                                withdrawn_rev=self._withdrawn.get(doc_id))
@@ -104,6 +105,7 @@ class Acting:
         entry.phase = "held"
         if write:
             self._write(entry, {**entry.doc, "status": "paused", "owner": self.me.owner_field()}, "paused")
+        entry.cool()
 
     def _refuse(self, doc, error):
         """A document no worker can use (it got past validation): end it as error, saying why."""
@@ -134,21 +136,28 @@ class Acting:
                 self._settle_predecessor(entry, run, prior)
                 return
         entry.phase = "armed"
-        self.timers.arm(entry.id, max(due.timestamp(), entry.not_before_s))
+        at_s = max(due.timestamp(), entry.not_before_s)
+        self.timers.arm(entry.id, at_s)
+        if at_s > self.now_s + HOT_AHEAD_S:
+            entry.cool()   # it waits: held packed until then (entry.py)
 
     def _write(self, entry, doc, tag):
-        log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"),
-                  extra=about_doc(doc, entry.run_id, in_text=True))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"),
+                      extra=about_doc(doc, entry.run_id, in_text=True))
         entry.writing = True
         decides = CLAIM if tag == "claim" else CONFIRM if tag == "running" and entry.confirm_first else None
         self.writer.submit(Write(doc=doc, tag=tag, decides=decides))
+        # The write carries the new version; until it is answered the entry need not hold
+        # the old one parsed (a million claims in flight at start-up stay small).
+        entry.cool()
 
     def _forget(self, doc_id, why, cancel_run=False):
         entry = self.entries.pop(doc_id, None)
         self._held.pop(doc_id, None)
         if entry is not None:
             # Remember its last version a while, so a late echo of an older one is ignored.
-            self._forgotten[doc_id] = decide.rev_gen(entry.doc.get("_rev"))
+            self._forgotten[doc_id] = decide.rev_gen(entry.rev)
             if len(self._forgotten) > FORGOTTEN_MAX:
                 self._forgotten.pop(next(iter(self._forgotten)))
         self.timers.disarm(doc_id)

@@ -43,12 +43,12 @@ def run_child(run, path, code, go_r, result_w, out_w, blocked, *, journal_fd, me
     _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    log_fd = os.dup(2)          # the worker's stderr, for task.logger (jobapi.LOG_STREAM)
+    log_fd = os.dup(2)          # the worker's stderr, for task.logger (jobapi.LOG_FD)
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)           # stdout and stderr: one pipe, in the order written
     close_all_but({0, 1, 2, go_r, result_w, journal.fd, log_fd})
     import afterd.jobapi as jobapi
-    jobapi.LOG_STREAM = os.fdopen(log_fd, "w", buffering=1, encoding="utf-8", errors="replace")
+    jobapi.LOG_FD = log_fd
     # The job will not free the zygote's objects: keep the collector from walking
     # (and so copying, page by page) what the child inherited.
     gc.freeze()

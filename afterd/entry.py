@@ -19,13 +19,17 @@ PACK_WBITS = -12
 class Entry:
     """What the loop knows of one task it owns or is about to own.
 
-    The document is held as compact JSON, deflated (PACK_ZDICT), and decoded on each
-    read of `doc`: a worker holds every pending task (a million is a target), and a
-    parsed document costs about 2,900 bytes where its JSON costs about 300 and its
-    deflated JSON about 90 (docs/benchmarks.md). `doc` is read
-    a few times per run, each read a fresh copy, so callers may change what they get.
+    A task that waits is held packed: compact JSON, deflated (PACK_ZDICT). A worker holds
+    every pending task (a million is a target), and a parsed document costs about 2,900
+    bytes where its JSON costs about 300 and its deflated JSON about 90
+    (docs/benchmarks.md). A task the loop is busy with (claimed, due soon, running,
+    finishing) is held parsed ("hot"): its document is read about fifteen times per run,
+    and decoding each read was the worker's largest cost. `cool()` packs it; the loop
+    cools a task when it arms it far ahead and when it hands its document to the writer.
+    Each read of `doc` is a fresh (shallow) copy: callers may change its fields, never
+    the objects inside them.
     """
-    __slots__ = ("id", "_packed", "phase", "run_id", "writing", "latest", "outcome", "cancel",
+    __slots__ = ("id", "rev", "_hot", "_packed", "phase", "run_id", "writing", "latest", "outcome", "cancel",
                  "confirm_first", "spec", "taking_from", "not_before_s")
 
     def __init__(self, doc: dict):
@@ -45,13 +49,22 @@ class Entry:
 
     @property
     def doc(self) -> dict:
+        if self._hot is not None:
+            return dict(self._hot)
         inflate = zlib.decompressobj(PACK_WBITS, zdict=PACK_ZDICT)
         return {"_id": self.id, **json.loads(inflate.decompress(self._packed) + inflate.flush())}
 
     @doc.setter
     def doc(self, value: dict):
+        self._hot, self._packed = dict(value), None
+        self.rev = value.get("_rev")
+
+    def cool(self):
+        """Hold the document packed until it is needed again."""
+        if self._hot is None:
+            return
         # Without _id: self.id has it, and ids are a tenth of a small document.
-        body = {k: v for k, v in value.items() if k != "_id"}
+        body = {k: v for k, v in self._hot.items() if k != "_id"}
         text = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         deflate = zlib.compressobj(1, zlib.DEFLATED, PACK_WBITS, 1, zlib.Z_DEFAULT_STRATEGY, PACK_ZDICT)
-        self._packed = deflate.compress(text) + deflate.flush()
+        self._packed, self._hot = deflate.compress(text) + deflate.flush(), None

@@ -18,6 +18,16 @@ JOURNAL_PRIORITY = {10: 7, 20: 6, 30: 4, 40: 3, 50: 2}
 # job's output (zygote.py), and task.logger's lines keep going where they always went
 # (journald with the task's fields under systemd), not into that output.
 LOG_STREAM = None
+LOG_FD = None   # in a run's child, the worker's stderr: LOG_STREAM is opened on it when first used
+
+
+def log_stream():
+    """Where task.logger writes: made on first use (most jobs never log, and a text
+    stream built in every child costs each run its share)."""
+    global LOG_STREAM
+    if LOG_STREAM is None and LOG_FD is not None:
+        LOG_STREAM = os.fdopen(LOG_FD, "w", buffering=1, encoding="utf-8", errors="replace")
+    return LOG_STREAM or sys.stderr
 
 
 def job_logger(job: str, task_id: str, worker: str | None = None, run_id: str | None = None):
@@ -42,7 +52,7 @@ def job_logger(job: str, task_id: str, worker: str | None = None, run_id: str | 
 
     logger = logging.getLogger(f"after.job.{job}")
     logger.handlers.clear()
-    stream = LOG_STREAM or sys.stderr
+    stream = log_stream()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JobFormatter(f"job {job} task {task_id}",
                                        bool(os.environ.get("JOURNAL_STREAM"))))

@@ -209,8 +209,9 @@ class Worker(Acting, Running, Recovering):
         doc_id = write.doc["_id"]
         tag = write.tag
         entry = self.entries.get(doc_id)
-        log.debug("write %s (%s): %s %s", doc_id, tag, kind, info if kind == WRITTEN else "",
-                  extra=about_doc(write.doc, in_text=True))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("write %s (%s): %s %s", doc_id, tag, kind, info if kind == WRITTEN else "",
+                      extra=about_doc(write.doc, in_text=True))
         if tag.startswith("outcome:") and kind != CONFLICT:
             self.journal.add("written", tag.split(":", 1)[1])
         if tag == "follow-up":
