@@ -10,10 +10,12 @@ backoff: nothing is dropped.
 
 Batching: everything queued when a request goes out travels in one
 `_bulk_docs` (up to BATCH_MAX documents), so under load one HTTP round trip
-carries hundreds of outcomes. Requests start at most once per BATCH_INTERVAL_S:
-a write after a quiet spell goes out at once, but under load the documents of
-that interval share one request (a request costs pouchdb-server about as much
-CPU as ten documents in it).
+carries hundreds of outcomes. Requests start at most once per BATCH_INTERVAL_S
+while a claim or a confirmation is queued (what a user waits for: POST -> scheduled,
+a run's start), else at most once per LAZY_BATCH_INTERVAL_S (outcomes are journaled
+before they are queued, and nobody waits on their write): a write after a quiet spell
+goes out at once, but under load the documents of that interval share one request (a
+request costs pouchdb-server about as much CPU as ten documents in it).
 """
 
 import logging
@@ -31,6 +33,7 @@ log = logging.getLogger("after.writer")
 
 BATCH_MAX = 1000
 BATCH_INTERVAL_S = 0.02
+LAZY_BATCH_INTERVAL_S = 0.1
 BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 8.0
 # Claims answered 202 are settled (a quorum read, perhaps a withdrawal) beside the
@@ -66,11 +69,13 @@ class Writer(threading.Thread):
         self._settlers = None            # a thread pool, made on the first 202
         self._settler_couch = threading.local()
         self._failure: Exception | None = None
+        self._urgent = 0                 # queued writes that decide ownership (claims, confirmations)
         self.settle_inline = False       # a stepped test settles 202s in its own thread
 
     def submit(self, write: Write):
         with self._cond:
             self._queue.append(write)
+            self._urgent += write.decides is not None
             self._cond.notify()
 
     def pending(self) -> int:
@@ -105,12 +110,12 @@ class Writer(threading.Thread):
                     return
                 # Gather what comes within the interval (unless a batch is full or we stop).
                 while not self._stopping and len(self._queue) < BATCH_MAX:
-                    wait_s = self._last_send_mono + BATCH_INTERVAL_S - clock.monotonic_s()
+                    interval_s = BATCH_INTERVAL_S if self._urgent else LAZY_BATCH_INTERVAL_S
+                    wait_s = self._last_send_mono + interval_s - clock.monotonic_s()
                     if wait_s <= 0:
                         break
                     self._cond.wait(wait_s)
-                batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
-                self._inflight = len(batch)
+                batch = self._take_locked()
                 self._last_send_mono = clock.monotonic_s()
             if self.send(batch):
                 if backoff_s:
@@ -137,6 +142,7 @@ class Writer(threading.Thread):
             self._failure = e
             with self._cond:
                 self._queue.extendleft(reversed(batch))
+                self._urgent += sum(1 for w in batch if w.decides is not None)
                 self._inflight = 0
                 self._cond.notify_all()
             return False
@@ -149,9 +155,13 @@ class Writer(threading.Thread):
     def take(self) -> list[Write]:
         """What is queued now (for a test stepping the writer instead of its thread)."""
         with self._cond:
-            batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
-            self._inflight = len(batch)
-            return batch
+            return self._take_locked()
+
+    def _take_locked(self) -> list[Write]:
+        batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
+        self._inflight = len(batch)
+        self._urgent -= sum(1 for w in batch if w.decides is not None)
+        return batch
 
     def _deliver(self, batch, results):
         # Match answers by id: pouchdb-server does not keep _bulk_docs answers in the
