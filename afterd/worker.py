@@ -31,6 +31,7 @@ from afterd.actions import FORGOTTEN_MAX, Acting
 from afterd.couch import CouchError
 from afterd.entry import Entry
 from afterd.exits import EXIT_OK, EXIT_SOFTWARE
+from afterd.logs import about_doc
 from afterd.metrics import Metrics
 from afterd.notify import Notifier, status_line
 from afterd.recovery import Recovering
@@ -39,7 +40,6 @@ from afterd.runs import Running
 from afterd.task import FINAL
 from afterd.timers import Timers
 from afterd.writer import ACCEPTED, CONFLICT, REFUSED, WRITTEN
-from afterd.logs import about_doc
 
 log = logging.getLogger("after.worker")
 
