@@ -29,7 +29,7 @@ class Entry:
     Each read of `doc` is a fresh (shallow) copy: callers may change its fields, never
     the objects inside them.
     """
-    __slots__ = ("id", "rev", "_hot", "_packed", "phase", "run_id", "writing", "latest", "outcome", "cancel",
+    __slots__ = ("id", "_hot", "_packed", "phase", "run_id", "writing", "latest", "outcome", "cancel",
                  "confirm_first", "spec", "taking_from", "not_before_s")
 
     def __init__(self, doc: dict):
@@ -57,7 +57,14 @@ class Entry:
     @doc.setter
     def doc(self, value: dict):
         self._hot, self._packed = dict(value), None
-        self.rev = value.get("_rev")
+
+    @property
+    def rev(self) -> str | None:
+        """The revision held (a waiting task's is packed with it: a str of its own would
+        cost a pending task about 80 bytes)."""
+        if self._hot is not None:
+            return self._hot.get("_rev")
+        return self.doc.get("_rev")
 
     def cool(self):
         """Hold the document packed until it is needed again."""
