@@ -7,12 +7,12 @@ occurrence of a repeat, or the final status. `apply_outcome` puts those fields o
 the document as it is when they are written (a user may have changed it meanwhile).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from afterd import chains, history, outputs, policy
-from afterd.metrics import outcome_kind
 from afterd.catchup import catch_up
+from afterd.metrics import outcome_kind
 from afterd.repeat import occurrence
 from afterd.task import TaskError, format_date, parse_date, parse_task
 
@@ -162,7 +162,7 @@ def next_after_run(doc: dict, now: datetime, replaced: bool = False,
     anchor = parse_date(doc.get("anchor") or doc["date"])
     k_ran = int(doc.get("occurrence", 0) or 0)
     if replaced:
-        task_policy = policy.Policy(catchup="one", catchup_window_s=task_policy.catchup_window_s)
+        task_policy = replace(task_policy, catchup="one", overlap="wait")   # keeps its jitter
     cu = policy.after_run(task_policy, anchor, task.repeat, k_ran, now, started)
     if cu.runs:
         return cu.runs[0], occurrence(anchor, task.repeat, cu.runs[0])

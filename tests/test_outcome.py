@@ -261,6 +261,10 @@ def test_overlap_replace_a_run_canceled_by_its_next_occurrence_is_replaced_and_t
     fields, _ = outcome_fields(doc, early, now=datetime.fromtimestamp(t0 + 1.95, timezone.utc))
     assert (fields["date"], fields["occurrence"], fields["history"][-1]["status"]) == \
         ("2026-12-01T03:00:02Z", 1, "replaced")
+    # with jitter, that occurrence keeps its jitter: the date replace_due armed the cut for
+    jittery = {**doc, "repeat": {"minutes": 1}, "jitter": "30s"}
+    fields, _ = outcome_fields(jittery, early, now=datetime.fromtimestamp(t0 + 1.95, timezone.utc))
+    assert fields["date"] == format_date(replace_due(jittery, NOW)) != "2026-12-01T03:01:00Z"
     # a user's cancel of the same run ends the task, as always
     fields, _ = outcome_fields(doc, canceled, now=NOW, canceled=True)
     assert fields["status"] == "canceled" and fields["history"][-1]["status"] == "canceled"
