@@ -26,6 +26,14 @@ PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
 SPIN_S = 0.0005           # the last stretch before a date is spun, not slept (sleep overshoots)
 MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 20
 _LIBC = ctypes.CDLL(None, use_errno=True)
+# What the child calls first, prepared in the zygote: each Python object a child touches
+# copies a page of the zygote's memory (its reference count is written), and ctypes'
+# argument conversion and the signal module's enums touch many (about 100 page faults a
+# child, measured with getrusage's ru_minflt between the steps of run_child).
+_PRCTL = _LIBC.prctl
+_PRCTL.argtypes, _PRCTL.restype = (ctypes.c_int, ctypes.c_ulong), ctypes.c_int
+_SIGKILL = int(signal.SIGKILL)
+_DEFAULT_SIGNALS = tuple(int(s) for s in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
 
 
 def run_child(run, path, code, go_r, result_w, out_w, blocked, *, journal_fd, memory_limit_bytes):
@@ -34,13 +42,13 @@ def run_child(run, path, code, go_r, result_w, out_w, blocked, *, journal_fd, me
     os.setpgid(0, 0)   # its own group, so a kill reaches the job's subprocesses too
     zygote_pid = os.getppid()
     # If the zygote is killed outright, its children must not run on unwatched.
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _PRCTL(PR_SET_PDEATHSIG, _SIGKILL)
     if os.getppid() != zygote_pid:
         os._exit(EXIT_NOT_STARTED)
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    _signal.set_wakeup_fd(-1)
+    for sig in _DEFAULT_SIGNALS:
+        _signal.signal(sig, _signal.SIG_DFL)   # not signal.signal: it makes enums of both
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     log_fd = os.dup(2)          # the worker's stderr, for task.logger (jobapi.LOG_FD)
