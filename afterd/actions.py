@@ -105,7 +105,8 @@ class Acting:
         entry.phase = "held"
         if write:
             self._write(entry, {**entry.doc, "status": "paused", "owner": self.me.owner_field()}, "paused")
-        entry.cool()
+        else:
+            entry.cool()   # held until a user resumes it (a write cools it too)
 
     def _refuse(self, doc, error):
         """A document no worker can use (it got past validation): end it as error, saying why."""

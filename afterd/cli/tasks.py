@@ -130,16 +130,23 @@ def update_task(couch, task_id: str, change) -> tuple[dict, str]:
     raise UserError(f"task {task_id!r} kept changing under us; try again", EXIT_FAILURE)
 
 
+def status_of(doc: dict) -> str:
+    """The task's status as the worker reads it ("err" is "error"); as written if unknown."""
+    from afterd.task import TaskError, normalize_status
+
+    try:
+        return normalize_status(doc.get("status"))
+    except TaskError:
+        return str(doc.get("status"))
+
+
 def cmd_cancel(args, settings: Settings) -> int:
-    from afterd.task import FINAL, TaskError, normalize_status
+    from afterd.task import FINAL
 
     outcome = {}
 
     def cancel(doc):
-        try:
-            status = normalize_status(doc.get("status"))
-        except TaskError:
-            status = str(doc.get("status"))
+        status = status_of(doc)
         if status in ("cancel", "canceled"):
             outcome["code"] = EXIT_OK
             already = "canceled" if status == "canceled" else "waiting for its worker to cancel it"
@@ -155,16 +162,13 @@ def cmd_cancel(args, settings: Settings) -> int:
 
 
 def cmd_reschedule(args, settings: Settings) -> int:
-    from afterd.task import FINAL, TaskError, format_date, normalize_status
+    from afterd.task import FINAL, format_date
 
     new_date = format_date(parse_at(args.date, None))
     outcome = {}
 
     def reschedule(doc):
-        try:
-            status = normalize_status(doc.get("status"))
-        except TaskError:
-            status = str(doc.get("status"))
+        status = status_of(doc)
         if status in FINAL:
             outcome["code"] = EXIT_FAILURE
             return None, (f"task {args.id} is {status} (final): add a new task instead "
@@ -183,15 +187,10 @@ def cmd_reschedule(args, settings: Settings) -> int:
 def set_command_status(args, settings: Settings, command: str) -> int:
     """Write `command` ("pause", "resume" or "run") as the task's status, retrying on 409
     like cancel; refuse it where the worker could do nothing with it."""
-    from afterd.task import TaskError, normalize_status
-
     outcome = {}
 
     def change(doc):
-        try:
-            status = normalize_status(doc.get("status"))
-        except TaskError:
-            status = str(doc.get("status"))
+        status = status_of(doc)
         verdict = command_verdict(command, status)
         outcome["code"] = EXIT_OK if verdict is None or verdict.startswith("already") else EXIT_FAILURE
         if verdict is not None:
