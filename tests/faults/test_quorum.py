@@ -47,14 +47,16 @@ def race(couch, db_name, spawn, records, proxies, processes, stale_one=False, ac
         ps[-1].stale_leases = True   # its one-copy reads say every peer's lease ended
     # The test's own reads go through a proxy too (see QuorumProxy._exclusion).
     couch = Couch(ps[0].url, db_name)
-    # Posted before the workers start, so that every one of them claims every task at once
-    # from its start-up read: each task is raced for by all of them.
-    start = utcnow() + timedelta(seconds=8)
-    ids = post_all(couch, [record_task(records, start + timedelta(milliseconds=5 * i)) for i in range(TASKS)])
     workers = [spawn("manobi", p.url, db_name, state=f"state-{i}", after_host=f"host-{i}").start(wait_ready=False)
                for i, p in enumerate(ps)]
     for w in workers:
         wait_for(w._ready, 60, f"worker ready:\n{w.log_tail()}")
+    # Posted once every worker follows the feed, in one bulk: each of them gets every task
+    # in the same few changes and claims it at once, so each task is raced for by all.
+    # (Posted before they started, the first to finish its start-up read could claim every
+    # task before the others read one: a race left to how fast each process started.)
+    start = utcnow() + timedelta(seconds=8)
+    ids = post_all(couch, [record_task(records, start + timedelta(milliseconds=5 * i)) for i in range(TASKS)])
     try:
         final = wait_final(couch, ids, 300)
     finally:
