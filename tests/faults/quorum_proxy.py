@@ -43,6 +43,10 @@ class QuorumProxy:
         self.planted = 0      # refused writes answered 202, their revision planted
         self.accepted = 0     # successful writes answered 202
         self.stale_reads = 0  # heartbeat reads answered with an ended lease
+        # A gate the test can close: task writes wait at it (ids noted in `held`) until it
+        # opens, so every worker reads every task before any claim lands.
+        self.gate: threading.Event | None = None
+        self.held: set = set()
         self.planted_revs: list[str] = []
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -108,6 +112,10 @@ class QuorumProxy:
         url = urlsplit(path)
         side = ("read" if url.path.endswith(("/_all_docs", "/_find"))
                 else "write" if method in ("PUT", "DELETE") or url.path.endswith("/_bulk_docs") else None)
+        if self.gate is not None and method == "POST" and url.path.endswith("/_bulk_docs") and body:
+            with self._lock:
+                self.held.update(d.get("_id") for d in json.loads(body).get("docs", []) if is_task(d))
+            self.gate.wait(8)   # below the worker's request timeout (10 s)
         try:
             with self._exclusion.side(side):
                 resp = self._session().request(method, self.upstream + path, data=body, headers=fwd,

@@ -9,6 +9,7 @@ in front of it just the same).
 """
 
 import os
+import threading
 from datetime import timedelta
 
 import pytest
@@ -51,12 +52,22 @@ def race(couch, db_name, spawn, records, proxies, processes, stale_one=False, ac
                for i, p in enumerate(ps)]
     for w in workers:
         wait_for(w._ready, 60, f"worker ready:\n{w.log_tail()}")
-    # Posted once every worker follows the feed, in one bulk: each of them gets every task
-    # in the same few changes and claims it at once, so each task is raced for by all.
-    # (Posted before they started, the first to finish its start-up read could claim every
-    # task before the others read one: a race left to how fast each process started.)
-    start = utcnow() + timedelta(seconds=8)
+    # Posted once every worker follows the feed, while the proxies hold task writes until
+    # every worker has sent claims: their first claims are raced for by all.
+    # (Without the gate, the first feed to read the tasks could claim them all before the
+    # others read one, and under load it did: a race left to timing proved nothing.)
+    gate = threading.Event()
+    for p in ps:
+        p.gate = gate
+    start = utcnow() + timedelta(seconds=12)
     ids = post_all(couch, [record_task(records, start + timedelta(milliseconds=5 * i)) for i in range(TASKS)])
+    try:
+        # Each worker's first claims (its first batch, the first tasks of its feed) wait here.
+        wait_for(lambda: all(p.held for p in ps), 6, "every worker to claim tasks")
+    finally:
+        gate.set()
+        for p in ps:
+            p.gate = None
     try:
         final = wait_final(couch, ids, 300)
     finally:
