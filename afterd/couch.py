@@ -118,6 +118,12 @@ class Couch:
         twin.session.proxies, twin.session.verify = dict(self.session.proxies), self.session.verify
         return twin
 
+    def for_database(self, database: str) -> "Couch":
+        """The same server and credentials, another database."""
+        twin = self.clone()
+        twin.database, twin._db_path = database, "/" + quote(database, safe="")
+        return twin
+
     def __repr__(self):
         return f"Couch({self.safe_url!r}, {self.database!r})"
 
@@ -225,6 +231,10 @@ class Couch:
             if e.status == 412:  # created by someone else meanwhile
                 return False
             raise
+
+    def head_headers(self, path: str) -> dict:
+        """The headers the server answers a HEAD of `path` (from the server's root) with."""
+        return dict(self._request("HEAD", path, what=path, headers={"Accept": "*/*"}).headers)
 
     def put_security(self, security: dict) -> None:
         """Set the database's _security object (admins and members, by name or role)."""

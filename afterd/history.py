@@ -52,14 +52,17 @@ def error_summary(error) -> str | None:
 def history_entry(*, occurrence: datetime | None, attempt: int, started_at: datetime | None,
                   finished_at: datetime, status: str, result=None, error=None,
                   process: str | None = None, output: str | None = None,
-                  output_ref: str | None = None, output_tail_bytes: int = OUTPUT_TAIL_BYTES) -> dict:
-    """One run, compact. Keys: occurrence (the date it was due), attempt (1 = first run of
-    that occurrence), start, end, duration_s, status ("done", "error", "timeout",
-    "interrupted", "canceled"), result or error (summaries), process (who ran it), and
-    output (the tail of stdout+stderr) or output_ref (where the whole output is). Keys
-    without a value are left out."""
+                  output_ref: str | None = None, output_tail_bytes: int = OUTPUT_TAIL_BYTES,
+                  run_now: bool = False) -> dict:
+    """One run, compact. Keys: occurrence (the date it was due; for a run now, when it was
+    asked for), run_now (true for a run now, an extra run outside the chain), attempt (1 =
+    first run of that occurrence), start, end, duration_s, status ("done", "error",
+    "timeout", "interrupted", "canceled"), result or error (summaries), process (who ran
+    it), and output (the tail of stdout+stderr) or output_ref (where the whole output is).
+    Keys without a value are left out."""
     entry = {
         "occurrence": format_date(occurrence) if occurrence else None,
+        "run_now": True if run_now else None,
         "attempt": attempt,
         "start": format_date(started_at) if started_at else None,
         "end": format_date(finished_at),

@@ -84,7 +84,10 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
     if canceled or (error or {}).get("type") == "Canceled":
         status = "canceled"
     queued_ms = round(outcome.queued_ms, 3)
-    run_record = {"date": doc.get("date"), "status": "replaced" if replaced else status, "started_at": started,
+    # A run now (`run_now`: when it was asked for) is due then, not at the chain's next date.
+    run_now = doc.get("run_now") if isinstance(doc.get("run_now"), str) else None
+    due = run_now or doc.get("date")
+    run_record = {"date": due, "status": "replaced" if replaced else status, "started_at": started,
                   "finished_at": finished, "queued_ms": queued_ms}
     if outcome.ok:
         run_record["result"] = outcome.result
@@ -98,7 +101,7 @@ def outcome_fields(doc: dict, outcome: Outcome, *, now: datetime, canceled: bool
     kept = outputs.note(runs, history.tail(outcome.output, output_limit)
                         if getattr(outcome, "output", None) and output_limit > 0 else None)
     update["history"] = history.push_history(doc.get("history"), history.history_entry(
-        occurrence=parse_date(doc["date"]) if isinstance(doc.get("date"), str) else None, attempt=attempt,
+        occurrence=due_date(due), run_now=run_now is not None, attempt=attempt,
         started_at=utc(outcome.started_at_s) if outcome.started_at_s else None,
         finished_at=utc(outcome.finished_at_s), status=ending, result=outcome.result, error=error,
         process=process, output_ref=kept["name"] if kept else None),
@@ -188,6 +191,14 @@ def replace_due(doc: dict, now: datetime) -> datetime | None:
     except (TaskError, ValueError, OverflowError):
         return None
     return jittered(date, doc.get("_id", ""), k, task.policy) if date is not None else None
+
+
+def due_date(value) -> datetime | None:
+    """The date a run was due, for its history entry; None when unreadable."""
+    try:
+        return parse_date(value) if isinstance(value, str) else None
+    except TaskError:
+        return None
 
 
 def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:

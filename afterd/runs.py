@@ -146,11 +146,16 @@ class Running:
                 self._write(entry, {**back, "status": "scheduled"}, "unstart")
             return
         # A failed run is an error for the operator: `journalctl -u after@NAME JOB=<job> -p err`.
-        logger = log.info if outcome.ok else log.error
+        # A run stopped by a user's cancel did what was asked: not a failure.
         doc = entry.doc   # decoded once (Entry keeps it deflated)
-        logger("job %s %s", doc.get("job", {}).get("name"),
-               "done" if outcome.ok else f"failed: {(outcome.error or {}).get('message')}",
-               extra=about_doc(doc, outcome.run_id))
+        job = doc.get("job", {}).get("name")
+        if outcome.ok:
+            log.info("job %s done", job, extra=about_doc(doc, outcome.run_id))
+        elif entry.cancel:   # as outcome_fields: the run ends `canceled`
+            log.info("job %s canceled (a user's cancel)", job, extra=about_doc(doc, outcome.run_id))
+        else:
+            log.error("job %s failed: %s", job, (outcome.error or {}).get("message"),
+                      extra=about_doc(doc, outcome.run_id))
         self._count_run(outcome, doc, entry.cancel)   # metrics
         entry.phase = "finishing"
         entry.outcome = self._outcome_fields(entry, outcome)

@@ -53,10 +53,16 @@ def test_outcome_fields(doc, outcome, canceled, expected):
     assert warning is None
     assert {k: fields.get(k) for k in expected} == expected
     assert fields["started_at"] == "2026-12-01T03:00:00Z" and fields["finished_at"] == "2026-12-01T03:00:01Z"
+    # a repeat records the run it made, due at its date; a run now when it was asked for
+    due = doc.get("run_now", doc["date"])
     if doc.get("repeat") is not None:
-        assert fields["last_run"]["date"] == doc["date"]   # a repeat records the run it made
+        assert fields["last_run"]["date"] == due
+    assert fields["history"][-1]["occurrence"] == due
     if "run_now" in doc:
         assert "date" not in fields and "occurrence" not in fields and "run_now" in fields[REMOVE]
+        assert fields["history"][-1]["run_now"] is True
+    else:
+        assert "run_now" not in fields["history"][-1]
 
 
 def test_a_repeat_that_cannot_be_planned_ends_with_a_warning():

@@ -226,7 +226,8 @@ def command_verdict(command: str, status: str) -> str | None:
         if status == "run":
             return "already waiting for its worker to run it"
         if status in ("pause", "paused"):
-            return f"{status}: resume it first (after resume ID)"
+            # validate_doc_update refuses the same write with the same words (design §2).
+            return f"{status}: resume it first, then run it (after resume ID)"
     return None
 
 

@@ -8,8 +8,9 @@ export const STATUSES = ["waiting", "scheduled", "running", "done", "error", "re
                   "canceled", "pause", "paused", "resume", "run"];
 // A symbol beside each status, so the page reads without colour.
 export const STATUS_MARK = {waiting: "○", scheduled: "◷", running: "▶", done: "✓", error: "✗", err: "✗",
-                     reschedule: "↻", cancel: "⊘", canceled: "⊘", pause: "⏸", paused: "⏸",
+                     reschedule: "↻", cancel: "⊘", canceled: "⊘", pause: "‖", paused: "‖",
                      resume: "↻", run: "▶"};
+// (Not ⏸: Debian's fonts for Chromium have no glyph for it, and it showed as an empty box.)
 export const FAR = "\ufff0";   // sorts after any id character we expect
 // ---- DOM helpers: text only --------------------------------------------------------
 
@@ -71,6 +72,11 @@ export function when(value) {
   const d = parseDate(value);
   if (!d) return el("span", {class: "muted", text: value === undefined || value === null ? "—" : String(value)});
   return el("time", {datetime: d.toISOString(), title: "local: " + d.toLocaleString()}, utcText(d));
+}
+
+// "1 live process", "2 live processes".
+export function plural(n, one, many) {
+  return n === 1 ? one : many;
 }
 
 export function duration(ms) {

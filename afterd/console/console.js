@@ -5,7 +5,7 @@
 // validate_doc_update): the page only mirrors it and shows CouchDB's reasons.
 import {
   FAR, FINAL, HttpError, STATUSES, countdown, duration, el,
-  elapsed, isoUTC, jobName, json, parseDate, parseDuration, parseWhen,
+  elapsed, isoUTC, jobName, json, parseDate, parseDuration, parseWhen, plural,
   query, repeatWords, startTicking, statusBadge, taskLink, when,
 } from "./console-lib.mjs";
 
@@ -423,7 +423,8 @@ import {
         section("Failures, last 24 h", el("p", {class: "big"},
           el("a", {href: "#failures", dataset: {focus: "failures24"}}, failed24), el("span", {class: "muted"}, " failed runs"))),
         section("Workers", el("p", {class: "big"},
-          el("a", {href: "#workers", dataset: {focus: "workers"}}, live.length), el("span", {class: "muted"}, " live processes"))),
+          el("a", {href: "#workers", dataset: {focus: "workers"}}, live.length),
+          el("span", {class: "muted"}, " " + plural(live.length, "live process", "live processes")))),
       ),
       section("Runs per hour (UTC), last 24 h", bars),
       section("Next due", table(["Date (UTC)", "In", "Status", "Worker", "Job", "Id"],
@@ -635,7 +636,7 @@ import {
     add("Worker", doc.worker === undefined ? "—" : String(doc.worker));
     add("Job", jobName(doc));
     add("Arguments", el("pre", {class: "json"}, json(doc.job && doc.job.arguments !== undefined ? doc.job.arguments : [])));
-    add("Date", el("span", {}, when(doc.date), " ", FINAL.has(status) ? "" : countdown(doc.date)));
+    add("Date", el("span", {}, when(doc.date), " ", dateNote(doc, status)));
     add("Repeat", doc.repeat ? repeatWords(doc.repeat, doc) : "once");
     if (doc.timeout !== undefined) add("Timeout", doc.timeout + " s");
     if (doc.retry !== undefined) add("Retry", el("pre", {class: "json"}, json(doc.retry)));
@@ -649,12 +650,14 @@ import {
     const err = doc.error && typeof doc.error === "object" ? doc.error : null;
     if (err) add("Error", errorBlock(err));
 
-    const runs = Array.isArray(doc.history) ? doc.history.slice().reverse() : doc.last_run ? [doc.last_run] : [];
+    const runs = (Array.isArray(doc.history) ? doc.history.slice().reverse() : doc.last_run ? [doc.last_run] : [])
+      .map((run) => (run && typeof run === "object" ? run : {status: String(run)}));
+    const outputs = await Promise.all(runs.map((run) => outputOf(doc._id, run)));
     const history = table(["Occurrence (UTC)", "Outcome", "Started", "Duration", "Result or error", "Output"],
-      runs.map((run) => [when(run.date || run.occurrence), statusBadge(run.status || "?"), when(run.started_at || run.start),
+      runs.map((run, i) => [occurrenceCell(run), statusBadge(run.status || "?"), when(run.started_at || run.start),
         durationOf(run.started_at || run.start, run.finished_at || run.end, run.duration),
         run.error ? errorBlock(run.error) : el("pre", {class: "json"}, json(run.result === undefined ? null : run.result)),
-        run.output !== undefined ? el("pre", {class: "output"}, typeof run.output === "string" ? run.output : json(run.output)) : "—"]),
+        outputs[i]]),
       "run history");
 
     return el("div", {},
@@ -665,6 +668,38 @@ import {
       section(Array.isArray(doc.history) ? "Run history" : "Last run", history),
       el("details", {}, el("summary", {text: "The whole document (JSON)"}), el("pre", {class: "json"}, json(doc))));
   };
+
+  // Next to a task's date: a countdown while a worker will run it then; a paused task waits
+  // for a resume, a final one for nothing.
+  function dateNote(doc, status) {
+    if (FINAL.has(status)) return "";
+    if (status === "paused" || status === "pause") return el("span", {class: "muted"}, "(paused: it waits for a resume)");
+    return countdown(doc.date);
+  }
+
+  // A run now is due when it was asked for, outside the chain of occurrences.
+  function occurrenceCell(run) {
+    const date = when(run.occurrence || run.date);
+    return run.run_now ? el("span", {}, date, " ", el("span", {class: "muted"}, "(run now)")) : date;
+  }
+
+  // A run's output is an attachment of its task, named by the history entry's output_ref
+  // (afterd/outputs.py): "output/<n>", n never reused, so what was read once is kept.
+  const outputCache = new Map();
+  async function outputOf(id, run) {
+    if (typeof run.output === "string") return el("pre", {class: "output"}, run.output);   // an inline tail
+    const ref = run.output_ref;
+    if (typeof ref !== "string" || !ref) return "—";
+    const key = JSON.stringify([id, ref]);
+    if (!outputCache.has(key)) {
+      const resp = await fetch(docPath(id) + "/" + encodeURIComponent(ref),
+                               {credentials: "same-origin", headers: {"Accept": "text/plain, */*"}});
+      if (resp.status === 404) return el("span", {class: "muted"}, "gone (the run left the history)");
+      if (!resp.ok) return el("span", {class: "error"}, `could not read ${ref}: HTTP ${resp.status}`);
+      outputCache.set(key, await resp.text());
+    }
+    return el("pre", {class: "output"}, outputCache.get(key));
+  }
 
   function durationOf(start, end, given) {
     if (typeof given === "number") return given + " s";
@@ -872,7 +907,7 @@ import {
       } else {
         id = (await api("POST", DB_PATH, doc)).id;
       }
-      status.replaceChildren("✓ Added ", taskLink(id), ` for ${doc.date.replace("T", " ")}.`);
+      status.replaceChildren("✓ Added ", taskLink(id), ", due ", when(doc.date), ".");
       status.className = "action-status ok";
     } catch (e) {
       if (e.status === 403) {

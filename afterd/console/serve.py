@@ -29,6 +29,7 @@ log = logging.getLogger("after.console")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"}
 FORWARD_REQUEST = {"accept", "content-type", "cookie", "if-match", "if-none-match", "authorization"}
+LOOPBACK, DEFAULT_PORT = "127.0.0.1", 5986
 CHANGES_READ_TIMEOUT_S = 90.0   # longer than the page's own 65 s deadline on a longpoll
 READ_TIMEOUT_S = 600.0          # the first query of a view on a big database waits for its index build
 
@@ -159,11 +160,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pass   # the page gave up on a longpoll; nothing to tell
 
 
-def make_server(couchdb_url: str, database: str, host: str = "127.0.0.1", port: int = 5986) -> ConsoleProxy:
+def make_server(couchdb_url: str, database: str, host: str = LOOPBACK, port: int = DEFAULT_PORT) -> ConsoleProxy:
     return ConsoleProxy((host, port), couchdb_url, database)
 
 
-def serve(couchdb_url: str, database: str, host: str = "127.0.0.1", port: int = 5986, out=print) -> int:
+def serve(couchdb_url: str, database: str, host: str = LOOPBACK, port: int = DEFAULT_PORT, out=print) -> int:
     server = make_server(couchdb_url, database, host, port)
     out(f"after console: open {server.address}")
     out(f"  it proxies /_session and /{database} to CouchDB at {server.upstream}, changing nothing there; "

@@ -361,6 +361,45 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
     return listed(sec.admins) || (user && user.name && (members.names || []).indexOf(user.name) >= 0);
   }
+  // Attachments are served from this origin; where the server lets attached pages run
+  // script (`after init --console-csp`), an HTML or JavaScript attachment runs with the
+  // session of whoever opens it, an admin's included. So a non-admin may add only what a
+  // worker writes: a run's output, "output/<n>" as text/plain. Attachments already there
+  // (an admin's) travel on as they are: CouchDB hands this function a kept one with the
+  // digest it has on disk, a new or replaced one without a digest or with another.
+  function isAdmin(user, sec) {
+    var roles = (user && user.roles) || [], admins = (sec && sec.admins) || {}, i;
+    if (roles.indexOf("_admin") >= 0 || (user && user.name && (admins.names || []).indexOf(user.name) >= 0)) {
+      return true;
+    }
+    for (i = 0; i < roles.length; i++) {
+      if ((admins.roles || []).indexOf(roles[i]) >= 0) {
+        return true;
+      }
+    }
+    return false;
+  }
+  function checkAttachments(doc, old, user, sec) {
+    var atts = doc._attachments, olds = (old && old._attachments) || {}, name, att, was;
+    if (!isObject(atts) || isAdmin(user, sec)) {
+      return;
+    }
+    for (name in atts) {
+      if (!atts.hasOwnProperty(name)) {
+        continue;
+      }
+      att = atts[name] || {};
+      was = olds.hasOwnProperty(name) ? olds[name] : null;
+      if (was && att.digest && att.digest === was.digest && att.content_type === was.content_type) {
+        continue;
+      }
+      if (/^output\/[0-9]+$/.test(name) && /^text\/plain *(;.*)?$/.test(String(att.content_type))) {
+        continue;
+      }
+      refuse("_attachments", show(name) + " (" + String(att.content_type) + "): only an admin may attach files; " +
+                             'others may attach a run\'s output only ("output/<n>", text/plain)');
+    }
+  }
   if (!mayWrite(userCtx, secObj)) {
     throw({forbidden: "read-only: " + (userCtx && userCtx.name ? "user " + show(userCtx.name) : "this user") +
                       ' lacks the role "after" needed to change tasks'});
@@ -372,8 +411,9 @@ function (newDoc, oldDoc, userCtx, secObj) {
   }
   var id = String(newDoc._id || "");
   if (id.indexOf("_design/") === 0) {
-    return;
+    return;   // CouchDB lets only admins write design documents
   }
+  checkAttachments(newDoc, oldDoc, userCtx, secObj);
   // The workers' own records (heartbeats...) are not tasks.
   if (id.indexOf("after:") === 0) {
     if (typeof newDoc.type !== "string") {
@@ -399,6 +439,10 @@ function (newDoc, oldDoc, userCtx, secObj) {
   if (STATUSES.indexOf(newDoc.status) < 0) {
     refuse("status", show(newDoc.status) + " is not a status; use one of " +
                      STATUSES.slice(0, -1).join(", "));
+  }
+  // One rule for the page, `after run` and a raw write: run now does not un-pause a task.
+  if (newDoc.status === "run" && oldDoc && (oldDoc.status === "paused" || oldDoc.status === "pause")) {
+    refuse("status", '"run": the task is ' + oldDoc.status + ": resume it first, then run it");
   }
   checkJob(newDoc.job, "");
   if (given(newDoc.repeat)) {

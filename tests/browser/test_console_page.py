@@ -12,111 +12,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from console_harness import ADMIN_PASSWORD, USERS, ProxyThread, admin_url, screenshot
+from console_harness import (ADMIN, HOSTILE, USERS, ProxyThread, admin_url, after_cli, by_css, click,  # noqa: F401
+                             follow_link, get_doc, go, iso, open_attached, post_task, record_task, row_of, screenshot, soon,
+                             text_of, wait_text, wait_visible)
 from helpers import wait_for
 from workers import ENGINE_JOBS, WorkerProcess
-
-ADMIN = ("admin", ADMIN_PASSWORD)
-HOSTILE = "<img src=x onerror=window.__pwned=1>"
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def soon(seconds: float) -> str:
-    return iso(datetime.now(timezone.utc) + timedelta(seconds=seconds))
-
-
-def post_task(server, database, doc, auth=ADMIN) -> str:
-    r = requests.post(f"{server.url}/{database}", json=doc, auth=auth, timeout=10)
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def get_doc(server, database, doc_id) -> dict:
-    return requests.get(f"{server.url}/{database}/{doc_id}", auth=ADMIN, timeout=10).json()
-
-
-def record_task(worker, records, date, **args):
-    return {"worker": worker, "date": date, "status": "waiting",
-            "job": {"name": "record", "arguments": {"dir": str(records), **args}}}
-
-
-def open_attached(driver, server, database, user="operator", hash_=""):
-    """Log in as `user` (a CouchDB session cookie), then open the attached console."""
-    password = USERS[user][0]
-    r = requests.post(f"{server.url}/_session", json={"name": user, "password": password}, timeout=10)
-    assert r.ok, r.text
-    driver.get(f"{server.url}/_session")           # same origin, to set the cookie on
-    driver.add_cookie({"name": "AuthSession", "value": r.cookies["AuthSession"], "path": "/"})
-    driver.get(f"{server.url}/{database}/_design/after/console.html{hash_}")
-    wait_visible(driver, "nav")
-
-
-def by_css(driver, css):
-    return driver.find_elements("css selector", css)
-
-
-def text_of(driver, css="main") -> str:
-    # One script call: the live page may rebuild its view between two WebDriver calls.
-    return driver.execute_script(
-        "const n = document.querySelector(arguments[0]); return n ? n.innerText : ''", css) or ""
-
-
-def wait_visible(driver, element_id, timeout_s=15):
-    return wait_for(lambda: driver.execute_script(
-        "const n = document.getElementById(arguments[0]); return !!n && n.offsetParent !== null", element_id),
-        timeout_s, f"#{element_id} to show; page says: {text_of(driver, 'body')[:500]}")
-
-
-def wait_text(driver, needle, css="main", timeout_s=20):
-    return wait_for(lambda: needle in text_of(driver, css), timeout_s,
-                    f"{needle!r} in {css}; it says: {text_of(driver, css)[:800]}")
-
-
-def go(driver, hash_):
-    driver.execute_script("location.hash = arguments[0]", hash_)
-
-
-def row_of(driver, doc_id) -> str:
-    return driver.execute_script(
-        "for (const r of document.querySelectorAll('main tbody tr'))"
-        "  if (r.innerText.includes(arguments[0])) return r.innerText;"
-        "return ''", doc_id) or ""
-
-
-def follow_link(driver, css, timeout_s=15):
-    """Click a link until the page's hash changes: a live refresh may replace the link
-    between finding it and clicking it, and a click on a detached link does nothing."""
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    before = driver.execute_script("return location.hash")
-
-    def attempt():
-        try:
-            driver.find_element("css selector", css).click()
-        except StaleElementReferenceException:
-            return False
-        try:
-            return wait_for(lambda: driver.execute_script("return location.hash") != before, 2, "hash")
-        except AssertionError:
-            return False
-    wait_for(attempt, timeout_s, f"following {css}")
-
-
-def click(driver, element_id, timeout_s=15):
-    """Click by id, again if the live page rebuilt the view under the click."""
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    def attempt():
-        try:
-            driver.find_element("id", element_id).click()
-            return True
-        except StaleElementReferenceException:
-            return False
-    wait_for(attempt, timeout_s, f"a click on #{element_id}")
-
 
 @pytest.fixture
 def worker(server, database, tmp_path):
@@ -141,7 +41,7 @@ def test_a_posted_task_shows_without_reload_and_goes_scheduled_then_done(page, s
     page.execute_script("window.__sameDocument = 1")   # gone if the page reloaded
 
     # When a task is POSTed over plain HTTP, due in a few seconds
-    doc_id = post_task(server, database, record_task("w1", records, soon(4)))
+    doc_id = post_task(server, database, record_task("w1", records, soon(4), say="printed by the job"))
 
     # Then it appears, is scheduled, then done, without a reload
     wait_for(lambda: "scheduled" in row_of(page, doc_id), 20, f"{doc_id} scheduled: {text_of(page)[:600]}")
@@ -154,12 +54,18 @@ def test_a_posted_task_shows_without_reload_and_goes_scheduled_then_done(page, s
     wait_text(page, "Runs")
     main = text_of(page)
     assert "✓ done" in main and "record" in main and str(records) in main
+    # with what the job printed, in the run's row of the history
+    wait_for(lambda: "printed by the job out 1" in page.execute_script(
+        "const c = document.querySelector('main td[data-label=\"Output\"]'); return c ? c.innerText : ''"),
+        20, "the run's output in the history")
     screenshot(page, "task-done")
 
-    # And the summary counts it; the workers view shows the live worker with its host and pid
+    # And the summary counts it, and its one worker process in the singular
     go(page, "#summary")
     wait_text(page, "Runs per hour")
     wait_text(page, "done")
+    wait_text(page, "1 live process")
+    assert "1 live processes" not in text_of(page)
     screenshot(page, "summary")
     go(page, "#workers")
     wait_text(page, "w1")
@@ -186,6 +92,9 @@ def test_upcoming_running_and_failures(page, server, database, worker, records):
     click(page, f"cancel-{slow}")
     wait_for(lambda: get_doc(server, database, slow)["status"] == "canceled", 30, "the running task canceled")
     wait_for(lambda: not row_of(page, slow), 20, "the canceled task gone from running")
+    # A user's cancel is what was asked, not a failure: the worker's log says so, not at ERROR
+    log = worker.log()
+    assert "job record canceled (a user's cancel)" in log and "failed: canceled" not in log, log[-2000:]
 
     # Failures: grouped by job, with the reason
     wait_for(lambda: get_doc(server, database, failing)["status"] == "error", 30, "the failing task to fail")
@@ -223,6 +132,10 @@ def test_add_a_task_through_the_form_and_a_refused_one_shows_the_reason(page, se
     wait_text(page, "Added", "#add-status")
     doc_id = page.find_element("css selector", "#add-status a").text
     doc = get_doc(server, database, doc_id)
+    # the date said as every date of the page is: UTC, with seconds, the local time on hover
+    said = page.find_element("css selector", "#add-status time")
+    assert said.text == datetime.fromisoformat(doc["date"].replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert said.get_attribute("title").startswith("local: ")
     assert doc["worker"] == "manobi" and doc["job"] == {"name": "generate_billing", "arguments": ["1234"]}
     assert doc["repeat"] == {"months": 1, "days": 7} and doc["status"] == "waiting"
     due = datetime.fromisoformat(doc["date"].replace("Z", "+00:00"))
@@ -467,3 +380,95 @@ def test_a_server_without_admins_opens_without_login(page, tmp_path):
         assert "without admins" in text_of(page, "#user")
     finally:
         open_server.remove()
+
+
+def test_run_now_on_a_paused_task_is_refused_by_the_page_the_cli_and_a_raw_write(page, server, database, worker,
+                                                                                  records):
+    # Given a task its worker holds paused
+    doc_id = post_task(server, database, record_task("w1", records, soon(3600)))
+    wait_for(lambda: get_doc(server, database, doc_id)["status"] == "scheduled", 20, "the task scheduled")
+    paused = after_cli("pause", doc_id, url=admin_url(server), database=database)
+    assert paused.returncode == 0, paused.stderr
+    wait_for(lambda: get_doc(server, database, doc_id)["status"] == "paused", 20, "the task paused")
+    open_attached(page, server, database, hash_=f"#task/{doc_id}")
+    wait_visible(page, "act-resume")
+
+    # The page shows no countdown for it: it waits for a resume, not for its date
+    date = page.execute_script("const dt = [...document.querySelectorAll('main dl.fields dt')]"
+                               "  .find((d) => d.textContent === 'Date');"
+                               "return dt.nextElementSibling.innerText")
+    assert "paused" in date and " in " not in date and not by_css(page, "main dl.fields .tick"), date
+
+    # When Run now is pressed on the page, CouchDB refuses it and the page says to resume first
+    click(page, "act-run")
+    wait_text(page, "resume it first", "#action-status")
+    screenshot(page, "task-paused")
+    # `after run` refuses it in the same words
+    cli = after_cli("run", doc_id, url=admin_url(server), database=database)
+    assert cli.returncode == 1 and "paused: resume it first, then run it" in cli.stdout + cli.stderr, cli
+    # and so does a raw write of status "run", as curl would send it
+    doc = get_doc(server, database, doc_id)
+    raw = requests.put(f"{server.url}/{database}/{doc_id}", json={**doc, "status": "run"},
+                       auth=("operator", "op-pw"), timeout=10)
+    assert raw.status_code == 403 and "paused: resume it first, then run it" in raw.json()["reason"], raw.text
+
+    # Then the task is still paused and never ran
+    assert get_doc(server, database, doc_id)["status"] == "paused"
+    assert not (records / "runs.jsonl").exists()
+
+    # Once resumed, Run now runs it
+    click(page, "act-resume")
+    wait_for(lambda: get_doc(server, database, doc_id)["status"] == "scheduled", 20, "resumed")
+    wait_visible(page, "act-run")
+    click(page, "act-run")
+    wait_for(lambda: get_doc(server, database, doc_id)["status"] == "done", 30, "run now, once")
+
+
+def test_a_run_nows_history_row_is_dated_when_it_ran(page, server, database, worker, records):
+    # Given a repeating task whose next occurrence is an hour away
+    doc_id = post_task(server, database, {**record_task("w1", records, soon(3600)), "repeat": {"days": 1}})
+    wait_for(lambda: get_doc(server, database, doc_id)["status"] == "scheduled", 20, "the task scheduled")
+    next_date = get_doc(server, database, doc_id)["date"]
+    open_attached(page, server, database, hash_=f"#task/{doc_id}")
+    wait_visible(page, "act-run")
+
+    # When Run now is pressed and the run ends
+    asked = datetime.now(timezone.utc)
+    click(page, "act-run")
+    wait_for(lambda: get_doc(server, database, doc_id).get("runs") == 1
+             and get_doc(server, database, doc_id)["status"] == "scheduled", 30, "the extra run done")
+
+    # Then its history row says "run now", dated about when it ran, not the next occurrence
+    wait_text(page, "(run now)")
+    entry = get_doc(server, database, doc_id)["history"][-1]
+    assert entry["run_now"] is True and entry["occurrence"] != next_date
+    ran = datetime.fromisoformat(entry["occurrence"].replace("Z", "+00:00"))
+    assert abs((ran - asked).total_seconds()) < 30
+    occurrence = page.execute_script(
+        "return document.querySelector('main tbody td[data-label^=\"Occurrence\"] time').getAttribute('datetime')")
+    assert abs((datetime.fromisoformat(occurrence.replace("Z", "+00:00")) - asked).total_seconds()) < 30
+    assert get_doc(server, database, doc_id)["date"] == next_date   # the chain keeps its date
+
+
+def test_every_status_mark_has_a_glyph_in_this_browsers_fonts(page, server, database):
+    open_attached(page, server, database)
+    wait_text(page, "Summary")
+    # Each mark drawn on a canvas with the page's font, against a code point no font has:
+    # an empty box (the missing-glyph box) draws the same pixels.
+    missing = page.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import("./console-lib.mjs").then(({STATUS_MARK}) => {
+          const font = getComputedStyle(document.body).font;
+          function pixels(text) {
+            const c = document.createElement("canvas");
+            c.width = 40; c.height = 40;
+            const g = c.getContext("2d");
+            g.font = font;
+            g.fillText(text, 5, 30);
+            return Array.from(g.getImageData(0, 0, 40, 40).data).join(",");
+          }
+          const box = pixels("\\u{10FFFD}");
+          done(Object.entries(STATUS_MARK).filter(([, mark]) => pixels(mark) === box).map(([s, m]) => s + " " + m));
+        }, (e) => done(["import failed: " + e]));
+    """)
+    assert missing == [], f"marks drawn as an empty box: {missing}"
