@@ -65,7 +65,7 @@ def test_a_posted_task_shows_without_reload_and_goes_scheduled_then_done(page, s
     wait_text(page, "Runs per hour")
     wait_text(page, "done")
     wait_text(page, "1 live process")
-    assert "1 live processes" not in text_of(page)
+    assert "1 live processes" not in text_of(page) and "1 tasks" not in text_of(page)
     screenshot(page, "summary")
     go(page, "#workers")
     wait_text(page, "w1")
@@ -111,6 +111,8 @@ def test_upcoming_running_and_failures(page, server, database, worker, records):
     go(page, "#summary")
     wait_text(page, "Next due")
     wait_for(lambda: "canceled" in text_of(page) and "error" in text_of(page), 20, "the summary's counts")
+    wait_text(page, "1 failed run")
+    assert "1 failed runs" not in text_of(page)
     screenshot(page, "summary-busy")
 
 
