@@ -38,7 +38,7 @@ async function enter(user) {
     location.replace(consolePage);
     return;
   }
-  const who = user.name ? `${user.name}` : "this session";
+  const who = user.name || "this session";
   if (answer.status === 404) show(`There is no database "${db}" on this server.`);
   else if (answer.status === 401 || answer.status === 403) {
     show(`Logged in as ${who}, which may not read the database "${db}": ` +

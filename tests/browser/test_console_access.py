@@ -30,7 +30,9 @@ def run_history_outputs(page) -> list[str]:
 
 def test_a_fresh_browser_at_the_printed_address_logs_in_and_sees_a_runs_output(page, server, database, tmp_path):
     # Given a database set up by `after init`, and a worker whose task's job prints
-    address = server_console_address(init_says(server, database))
+    said = init_says(server, database)
+    assert "not usable" not in said   # pouchdb-server, or CouchDB with the console's CSP
+    address = server_console_address(said)
     records = tmp_path / "records"
     records.mkdir()
     worker = WorkerProcess("w1", admin_url(server), database, tmp_path / "state", jobs_dir=ENGINE_JOBS).start()
@@ -89,6 +91,10 @@ def test_after_console_on_a_server_left_at_its_defaults(page, sandboxed, databas
         # CouchDB at its defaults: attachments run no script, and init says so
         assert "sandbox" in attached.headers.get("Content-Security-Policy", ""), attached.headers
         assert "not usable on this server as it is" in said and "--console-csp" in said
+        # and a browser there is told why, and what to do instead
+        page.get(server_console_address(said))
+        wait_for(lambda: "after console" in text_of(page, "body"), 15, f"the page says why: {text_of(page, 'body')}")
+        screenshot(page, "login-sandboxed")
     # `after console` is the first way init offers, with its address
     first = said.index(f"console: run `after console --database {database}`")
     assert first < said.index("console on the server itself")
