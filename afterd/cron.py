@@ -492,19 +492,20 @@ def field_words(text: str, unit: str, name=str) -> str:
     items = []
     for item in text.split(","):
         body, slash, step = item.partition("/")
+        n = int(step or 1)
         if body == "*":
-            items.append(f"every {ordinal_words(int(step))} {unit}")
+            items.append(f"every {unit}" if n == 1 else f"every {ordinal_words(n)} {unit}")
             continue
         a, dash, b = body.partition("-")
         if not dash:
             items.append(name(token_number(a, unit)))
             continue
         first, last = token_number(a, unit), token_number(b, unit)
-        values = list(range(first, last + 1, int(step or 1)))
-        if slash and len(values) <= 6:
+        values = list(range(first, last + 1, n))
+        if n > 1 and len(values) <= 6:
             items.extend(name(v) for v in values)
-        elif slash:
-            items.append(f"every {ordinal_words(int(step))} {unit} from {name(first)} to {name(last)}")
+        elif n > 1:
+            items.append(f"every {ordinal_words(n)} {unit} from {name(first)} to {name(last)}")
         else:
             items.append(f"{name(first)} to {name(last)}")
     return join_words(items)
@@ -543,7 +544,8 @@ def time_words(cron: Cron, sec: str, minute: str, hour: str) -> str:
         if not parts[0].startswith("every"):
             parts.append("of every hour")
     elif hour.startswith("*/") and "," not in hour:
-        parts.append(f"of every {ordinal_words(int(hour[2:]))} hour")
+        n = int(hour[2:])
+        parts.append("of every hour" if n == 1 else f"of every {ordinal_words(n)} hour")
     else:
         words = field_words(hour, "hour", lambda n: f"{n:02d}")
         parts.append("during " + ("" if words.startswith("every") else
