@@ -85,6 +85,11 @@ def parse_cron(text) -> Cron:
     """A Cron, or CronError saying which field is wrong and why."""
     if not isinstance(text, str):
         raise CronError(f"cron must be a string like {EXAMPLE}")
+    return parse_text(text)
+
+
+@lru_cache(maxsize=1024)     # a worker parses a task's document at each decision; errors are not kept
+def parse_text(text: str) -> Cron:
     head = f"cron {show(text)}"
     stripped = text.strip(" \t")
     if stripped.startswith("@"):
@@ -288,7 +293,7 @@ def day_count(cron: Cron, zone, ordinal: int) -> int:
     return sum(piece_count(cron, p, day_epoch) for p in day_segments(cron, zone, ordinal))
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=256)      # a year's table: up to ~13 KB (every second)
 def year_table(cron: Cron, zone, year: int) -> tuple[int, ...]:
     """Occurrences before each local day of `year`, counted from its 1 January: one entry per
     day and one for the year's end (so table[-1] is the year's total)."""

@@ -124,3 +124,34 @@ def test_next_runs_of_an_extra_run_and_of_a_one_time_task():
     assert texts(next_runs(d, NOW, 2)) == ([format_date(NOW), "2026-12-07T03:00:00Z"], None)
     once = {k: v for k, v in doc(date="2026-12-24T18:00:00Z").items() if k != "repeat"}
     assert texts(next_runs(once, NOW, 3)) == (["2026-12-24T18:00:00Z"], None)
+
+
+def test_init_writes_the_floor_and_a_worker_keeps_it(env, couch_url, db_name):
+    """`after init` with min_repeat_s = 60 (the environment here, after.conf on a server):
+    the server refuses a 30 s repeat saying why; a worker started with the default keeps 60."""
+    import json
+
+    import requests
+
+    from afterd import service
+    from afterd.config import Settings
+    from afterd.design import DESIGN_ID
+
+    db_env = {**env, "AFTER_COUCHDB_URL": couch_url, "AFTER_DATABASE": db_name, "AFTER_MIN_REPEAT_S": "60"}
+    result = after("init", env=db_env)
+    assert result.returncode == 0, result.stderr
+    assert "tasks may repeat at most once every 60 s (min_repeat_s)" in result.stdout
+    design_url = f"{couch_url}/{db_name}/{DESIGN_ID}"
+    assert requests.get(design_url, timeout=10).json()["min_repeat_s"] == 60
+
+    task = {"worker": "w", "date": "2026-12-01", "status": "waiting", "job": {"name": "j"}, "repeat": {"s": 30}}
+    r = requests.post(f"{couch_url}/{db_name}", data=json.dumps(task), timeout=10,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 403
+    assert r.json()["reason"] == ("repeat: runs would come less than 60 s apart, this database's min_repeat_s: "
+                                  "each run writes the task twice")
+    refused = after("add", "--worker", "w", "--job", "j", "--every", "30s", env=db_env)
+    assert_one_line_error(refused, 2)
+
+    service.connect(Settings(couchdb_url=couch_url, database=db_name))     # min_repeat_s: the default, 1
+    assert requests.get(design_url, timeout=10).json()["min_repeat_s"] == 60
