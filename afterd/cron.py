@@ -24,6 +24,21 @@ Occurrences are whole seconds. A chain counts them from its anchor (the task's f
 date): occurrence 0 is the first time at or after the anchor that the expression
 matches. Counting and indexing work a day at a time over cached per-year tables, so
 "the 3,000,000th second since last month" costs a few dozen steps, not a walk.
+
+The API (every time an aware datetime; `tz` an IANA name, a ZoneInfo, or None for UTC):
+    parse_cron(text) -> Cron                 CronError (one line) on a bad expression
+    at_or_after(cron, t, tz) -> datetime     the first occurrence at or after t (None past 2999)
+    next_after(cron, t, tz) -> datetime      the first strictly after t: the run after a run at t
+    upcoming(cron, t, n, tz) -> [datetime]   the first n at or after t
+    nth(cron, start, k, tz), count_between(cron, start, end, tz)   what a chain's index needs
+    min_gap_s(cron) -> int                   the shortest time between two runs (the floor)
+    describe(text, tz) -> str                "at 03:00 on Monday to Friday, Lisbon time"
+
+Why not python3-croniter (Debian packages it): a chain needs the k-th occurrence and
+the count of those a worker missed without walking them (croniter iterates); croniter
+reads a sixth field as seconds at the end, Debian cron has none (six-field crontabs put
+seconds first, as here); and its daylight-saving behaviour is not Vixie's fixed/wild rule.
+A new runtime dependency for less than this module does was not worth it.
 """
 
 from __future__ import annotations

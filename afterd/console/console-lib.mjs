@@ -141,7 +141,10 @@ export function repeatWords(repeat, doc) {
   if (repeat.until) text += ", until " + (parseDate(repeat.until) ? utcText(parseDate(repeat.until)) : repeat.until);
   if (repeat.count) text += `, ${repeat.count} runs in all`;
   if (doc && !FINAL.has(doc.status) && parseDate(doc.date)) {
-    text += ", next " + utcText(parseDate(doc.date)).replace(/:00 UTC$/, " UTC");
+    // A cron task no worker has claimed yet keeps the user's date: it first runs at the
+    // first match from there (the claim writes that match into `date`).
+    const unclaimed = repeat.cron && (doc.status === "waiting" || doc.status === "reschedule");
+    text += (unclaimed ? ", from " : ", next ") + utcText(parseDate(doc.date)).replace(/:00 UTC$/, " UTC");
   }
   return text;
 }
