@@ -70,6 +70,10 @@ EXAMPLE = '"0 3 * * 1-5"'
 # Same in the JS validator (design/validate_doc_update.js): only these count as blanks.
 BLANKS = re.compile(r"[ \t]+")
 NUMBER = re.compile(r"[0-9]+\Z")
+# What an expression may hold. Anything else is refused by its code point, without
+# echoing the text: a newline or a line separator in a reason would break it in two.
+ALLOWED = re.compile(r"[A-Za-z0-9*,\-/@ \t]*\Z")
+ALLOWED_HELP = "letters, digits, spaces, tabs and * , - / @"
 MAX_DIGITS = 6           # "000005" is fine; more digits is a typo (and keeps JS and Python alike)
 
 
@@ -100,6 +104,9 @@ def parse_cron(text) -> Cron:
     """A Cron, or CronError saying which field is wrong and why."""
     if not isinstance(text, str):
         raise CronError(f"cron must be a string like {EXAMPLE}")
+    if not ALLOWED.match(text):
+        bad = next(ch for ch in text if not ALLOWED.match(ch))
+        raise CronError(f"cron may hold only {ALLOWED_HELP}, not U+{ord(bad):04X}")
     return parse_text(text)
 
 

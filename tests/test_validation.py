@@ -296,7 +296,7 @@ cron_text = st.one_of(
     st.lists(cron_field, min_size=5, max_size=6).map(" ".join),
     st.lists(cron_field, min_size=4, max_size=7).map(" ".join),
     st.sampled_from(["@reboot", "@daily", "@Hourly", "@every 5m", "  0 3 * * *\t", "", "0  3 * *  *"]),
-    st.text(alphabet="0123456789*/,- @MONJAFEBSUn\t", max_size=24))
+    st.text(alphabet="0123456789*/,- @MONJAFEBSUn\t?#\n\u2013\u00d6\U0001F600", max_size=24))
 cron_doc = st.one_of(
     st.builds(lambda text: task(repeat={"cron": text}), cron_text),
     st.builds(lambda text: task(repeat={"cron": text}), cron_text),

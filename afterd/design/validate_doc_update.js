@@ -278,6 +278,25 @@ function (newDoc, oldDoc, userCtx, secObj) {
     if (typeof text !== "string") {
       bad('cron must be a string like "0 3 * * 1-5"');
     }
+    if (!/^[A-Za-z0-9*,\-\/@ \t]*$/.test(text)) {
+      // By its code point (a newline in the reason would break it in two), as cron.py does.
+      var i0 = 0, code;
+      while (/^[A-Za-z0-9*,\-\/@ \t]$/.test(text.charAt(i0))) {
+        i0++;
+      }
+      code = text.charCodeAt(i0);
+      if (code >= 0xD800 && code < 0xDC00 && i0 + 1 < text.length) {
+        var low = text.charCodeAt(i0 + 1);
+        if (low >= 0xDC00 && low < 0xE000) {
+          code = (code - 0xD800) * 0x400 + (low - 0xDC00) + 0x10000;
+        }
+      }
+      var hex = code.toString(16).toUpperCase();
+      while (hex.length < 4) {
+        hex = "0" + hex;
+      }
+      bad("cron may hold only letters, digits, spaces, tabs and * , - / @, not U+" + hex);
+    }
     var head = "cron " + show(text);
     var stripped = text.replace(/^[ \t]+|[ \t]+$/g, "");
     if (stripped.charAt(0) === "@") {
