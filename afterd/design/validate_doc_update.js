@@ -259,21 +259,20 @@ function (newDoc, oldDoc, userCtx, secObj) {
   // ---- repeat.cron and the floor on how often a repeat runs (afterd/cron.py, afterd/repeat.py:
   // the same rules and the same messages; tests/cron_cases.json holds them to one table).
   var MIN_REPEAT_S = 1;  // afterd/design writes the database's min_repeat_s setting here
-  var CRON_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
-                      "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-                      "@hourly": "0 * * * *"};
-  var CRON_ALIAS_NAMES = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
-  var CRON_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
-  var CRON_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-  var CRON_FIELDS = [["second", 0, 59, null, 0], ["minute", 0, 59, null, 0], ["hour", 0, 23, null, 0],
-                     ["day of month", 1, 31, null, 0], ["month", 1, 12, CRON_MONTHS, 1],
-                     ["day of week", 0, 7, CRON_DAYS, 0]];
-  var CRON_NAME_HELP = {"month": " or a month name (JAN-DEC)", "day of week": " or a day name (SUN-SAT)"};
-  var CRON_NUMBER = /^[0-9]+$/, CRON_MAX_DIGITS = 6;
-  var MONTH_DAYS = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-
   // The expression's values per field, or a refusal naming the field and the value.
   function parseCron(text) {
+    // The tables live here: built only when a task has a cron, not on every write.
+    var CRON_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                        "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+                        "@hourly": "0 * * * *"};
+    var CRON_ALIAS_NAMES = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+    var CRON_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+    var CRON_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    var CRON_FIELDS = [["second", 0, 59, null, 0], ["minute", 0, 59, null, 0], ["hour", 0, 23, null, 0],
+                       ["day of month", 1, 31, null, 0], ["month", 1, 12, CRON_MONTHS, 1],
+                       ["day of week", 0, 7, CRON_DAYS, 0]];
+    var CRON_NAME_HELP = {"month": " or a month name (JAN-DEC)", "day of week": " or a day name (SUN-SAT)"};
+    var MONTH_DAYS = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     function bad(problem) { refuse("repeat", problem); }
     if (typeof text !== "string") {
       bad('cron must be a string like "0 3 * * 1-5"');
@@ -320,7 +319,7 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
     var sets = [], i;
     for (i = 0; i < 6; i++) {
-      sets.push(cronField(head, parts[i], CRON_FIELDS[i]));
+      sets.push(cronField(head, parts[i], CRON_FIELDS[i], CRON_NAME_HELP));
     }
     for (i = 0; i < sets[5].length; i++) {
       sets[5][i] = sets[5][i] % 7;
@@ -339,15 +338,15 @@ function (newDoc, oldDoc, userCtx, secObj) {
   }
 
   // One field's values, sorted, each once.
-  function cronField(head, text, spec) {
+  function cronField(head, text, spec, nameHelp) {
     var name = spec[0], low = spec[1], high = spec[2], seen = {}, values = [], items = text.split(","), i, v;
     function bad(problem) { refuse("repeat", head + ": " + name + " " + problem); }
     function value(token) {
       if (spec[3] && spec[3].indexOf(token.toUpperCase()) >= 0) {
         return spec[3].indexOf(token.toUpperCase()) + spec[4];
       }
-      if (!CRON_NUMBER.test(token) || token.length > CRON_MAX_DIGITS) {
-        bad((token || "(nothing)") + " is not a number" + (CRON_NAME_HELP[name] || ""));
+      if (!/^[0-9]+$/.test(token) || token.length > 6) {
+        bad((token || "(nothing)") + " is not a number" + (nameHelp[name] || ""));
       }
       var number = parseInt(token, 10);
       if (number < low || number > high) {
@@ -363,7 +362,7 @@ function (newDoc, oldDoc, userCtx, secObj) {
       var at = item.indexOf("/"), body = at < 0 ? item : item.substr(0, at);
       var stepText = at < 0 ? "" : item.substr(at + 1), step = 1, start, end;
       if (at >= 0) {
-        if (!CRON_NUMBER.test(stepText) || stepText.length > CRON_MAX_DIGITS) {
+        if (!/^[0-9]+$/.test(stepText) || stepText.length > 6) {
           bad("step " + (stepText || "(none)") + " in " + item + " is not a number");
         }
         step = parseInt(stepText, 10);
