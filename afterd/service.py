@@ -52,7 +52,10 @@ def connect(settings) -> Couch:
     store = Couch(settings.couchdb_url, settings.database)
     store.info()
     store.ensure_database()
-    store.ensure_design()
+    from afterd.design import design_doc, installed_floor
+    # The floor on repeats is the database's: `after init` sets it, a worker keeps it.
+    floor = installed_floor(store)
+    store.ensure_design(design_doc(settings.min_repeat_s if floor is None else floor))
     return store
 
 
