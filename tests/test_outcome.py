@@ -24,6 +24,11 @@ def task(**fields):
             "job": {"name": "j", "arguments": []}, **fields}
 
 
+def SKIPPED(why, count):
+    """The note a skip leaves (outcome.skipped_note)."""
+    return {"count": count, "first": task()["date"], "at": format_date(NOW), "why": why}
+
+
 @pytest.mark.parametrize("doc, outcome, canceled, expected", [
     # one-time: the run's ending is the task's status, with its result or error
     (task(), ok({"n": 1}), False, {"status": "done", "result": {"n": 1}, "runs": 1}),
@@ -189,11 +194,15 @@ def test_jitter_delays_each_occurrence_the_same_way_everywhere():
     ({}, 0, None),                                                      # "one": run its date as it is
     ({"catchup": "all"}, 0, None),                                      # "all": from the oldest
     # none: the missed ones are skipped; the latest, due 1 s ago, is within the grace (a late timer)
-    ({"catchup": "none"}, 0, {"date": "2026-12-01T03:00:04Z", "occurrence": 2}),
-    ({"catchup": "all", "catchup_window": 3}, 0, {"date": "2026-12-01T03:00:02Z", "occurrence": 1}),
-    ({"catchup": "one", "catchup_window": 3}, 0, {"date": "2026-12-01T03:00:04Z", "occurrence": 2}),
+    ({"catchup": "none"}, 0, {"date": "2026-12-01T03:00:04Z", "occurrence": 2, "skipped": SKIPPED("catchup none", 2)}),
+    ({"catchup": "all", "catchup_window": 3}, 0,
+     {"date": "2026-12-01T03:00:02Z", "occurrence": 1, "skipped": SKIPPED("older than catchup_window", 1)}),
+    ({"catchup": "one", "catchup_window": 3}, 0,
+     {"date": "2026-12-01T03:00:04Z", "occurrence": 2, "skipped": SKIPPED("older than catchup_window", 2)}),
 ])
 def test_missed_occurrences_at_arming(policy, occurrence, expected):
+    """Skipped occurrences leave a note (`skipped`: how many, the first, when, why) that
+    `after explain` reads."""
     from afterd.outcome import missed_fields
 
     doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=occurrence, **policy)
@@ -204,7 +213,8 @@ def test_catchup_none_without_grace_skips_to_the_next_occurrence():
     from afterd.outcome import missed_fields
 
     doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup="none")
-    assert missed_fields(doc, NOW, grace_s=0) == {"date": "2026-12-01T03:00:06Z", "occurrence": 3}
+    assert missed_fields(doc, NOW, grace_s=0) == {"date": "2026-12-01T03:00:06Z", "occurrence": 3,
+                                                  "skipped": SKIPPED("catchup none", 3)}
 
 
 def test_catchup_all_after_a_run_goes_to_the_next_missed_occurrence():
