@@ -15,7 +15,7 @@ from couchdb_server import PouchServer
 
 AFTER = Path(sys.executable).parent / "after"
 COMMANDS = ["start", "stop", "log", "list", "clean", "init", "add", "tasks", "show", "cancel",
-            "reschedule", "jobs", "pause", "resume", "run", "history", "console"]
+            "reschedule", "jobs", "pause", "resume", "run", "history", "console", "explain", "import"]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from afterd import __version__
 from afterd.cli import PROG, settings_parent
 from afterd.cli.build import json_arg, text_arg
 from afterd.cli.cronimport import cmd_import_crontab
+from afterd.cli.explain import cmd_explain
 from afterd.cli.jobs import cmd_jobs
 from afterd.cli.tasks import (cmd_add, cmd_cancel, cmd_history, cmd_pause, cmd_reschedule, cmd_resume, cmd_run,
                               cmd_show, cmd_tasks)
@@ -119,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("date", metavar="DATE", help='new date: "2026-12-01 03:00" (UTC) or ISO 8601 with an offset')
 
     command("jobs", cmd_jobs, "jobs in the jobs folder, and those that cannot be loaded")
+    p = command("explain", cmd_explain, "why a task is where it is, and what its worker does next, in sentences",
+                "Say in sentences what the task's worker will do with it and why: when it runs next and on "
+                "which process, whether that process is alive, a pause, a refusal, a job that cannot be "
+                "loaded (from the processes' heartbeats and this machine's jobs folder), skipped occurrences.")
+    p.add_argument("id", metavar="ID")
     add_import(sub, parent)
     return parser
 
