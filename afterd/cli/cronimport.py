@@ -148,9 +148,10 @@ def existing_docs(couch, ids) -> dict:
 def next_date(schedule: str, tz: str, now):
     """The first occurrence of a cron schedule after `now` (afterd/cron.py); ValueError if bad."""
     from afterd import cron
-    from afterd.fields import TaskError
 
     try:
-        return cron.next_after(schedule, tz, now)
-    except TaskError as e:
-        raise ValueError(e.problem) from None
+        return cron.next_after(cron.parse_cron(schedule), now, tz)
+    except cron.CronError as e:
+        head = f"cron {cron.show(schedule)}"   # the line's schedule is named by the caller
+        text = str(e)
+        raise ValueError(text[len(head):].lstrip(": ") if text.startswith(head) else text) from None
