@@ -60,6 +60,12 @@ def test_explain_names_the_reason(couch, couch_url, db_name, worker, records, jo
             "(reported by its heartbeat).") in said, said
     assert "In this machine's jobs folder, job `generate_billing` cannot run: syntax error, line 12" in said
 
+    # Fixed while the worker runs: its next heartbeat says so (the folder is checked on every change)
+    (jobs_dir / "generate_billing.py").write_text("def run(task):\n    return 1\n")
+    wait_for(lambda: "jobs_broken" not in couch.get(beat["_id"]).get("metrics", {}), 30,
+             "the heartbeat to drop the fixed job")
+    assert "cannot be loaded" not in explain(couch_url, db_name, broken, jobs_dir)
+
     # A paused task
     said = explain(couch_url, db_name, paused, jobs_dir)
     assert "Paused since " in said and "by a user: no process arms it until it is resumed" in said

@@ -47,9 +47,14 @@ def cmd_import_crontab(args, settings: Settings) -> int:
     failed = apply(couch, writes)
     done = summary.replace("to create", "created").replace("to update", "updated").replace("to cancel", "canceled")
     if failed:
+        # One line per reason (usually one: the database's validation refusing them all).
+        reasons: dict[str, list[str]] = {}
         for task_id, reason in failed:
-            print(f"after: {task_id}: not written: {reason}", file=sys.stderr)
-        print(f"after: {len(failed)} of {len(writes)} writes failed", file=sys.stderr)
+            reasons.setdefault(str(reason), []).append(task_id)
+        for reason, ids in reasons.items():
+            more = f" and {len(ids) - 1} more" if len(ids) > 1 else ""
+            print(f"after: {len(ids)} of {len(writes)} tasks not written ({ids[0]}{more}): {reason}",
+                  file=sys.stderr)
         return EXIT_FAILURE
     print(done + ".")
     return EXIT_OK
