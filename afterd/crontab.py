@@ -263,7 +263,7 @@ def updated(existing: dict, wanted: dict) -> dict:
     """The task rewritten to the line: the user's other fields and the worker's record kept;
     a task a worker holds is told to re-read it (reschedule), a paused one stays paused."""
     status = existing.get("status")
-    if status in FINAL or status == "waiting":
+    if status in FINAL or status in ("waiting", "cancel"):
         new_status = "waiting"
     elif status in ("pause", "paused"):
         new_status = status
@@ -272,7 +272,7 @@ def updated(existing: dict, wanted: dict) -> dict:
     doc = {**existing, **{k: v for k, v in wanted.items() if k != "_id"}, "status": new_status}
     if "jitter" not in wanted:
         doc.pop("jitter", None)
-    if new_status == "waiting" and status in FINAL:
+    if new_status == "waiting" and status != "waiting":
         for key in ("error", "result", "finished_at", "owner", "anchor", "occurrence", "attempts"):
             doc.pop(key, None)
     return doc
@@ -312,6 +312,9 @@ def plan_import(crontab: Crontab, existing: dict[str, dict], imported: list[dict
         have = existing.get(task_id)
         if have is None or have.get("_deleted"):
             steps.append(Step("create", task_id, wanted, job))
+        elif have.get("status") in ("cancel", "canceled"):
+            # Its line was removed (or the task canceled) and is back: the task starts again.
+            steps.append(Step("update", task_id, updated(have, wanted), job, f"was {have.get('status')}: starts again"))
         elif same_task(have, wanted):
             steps.append(Step("same", task_id, None, job))
         else:

@@ -167,3 +167,11 @@ def test_lines_that_are_not_jobs(line, reason):
 def test_random_delay_becomes_jitter():
     _t, [step] = plan("RANDOM_DELAY=10\n0 3 * * * backup\n")
     assert step.doc["jitter"] == "10m"
+
+
+def test_a_line_put_back_revives_its_canceled_task():
+    _t, first = plan("0 3 * * * backup\n")
+    stored = as_stored(first, status="canceled")
+    _t, [step] = plan("0 3 * * * backup\n", existing=stored, imported=stored.values())
+    assert step.kind == "update" and step.detail == "was canceled: starts again"
+    assert step.doc["status"] == "waiting" and "owner" not in step.doc and "anchor" not in step.doc
