@@ -92,10 +92,13 @@ class Acting:
         if reset_anchor or "anchor" not in doc:
             claimed["anchor"] = format_date(task.date)
             claimed["occurrence"] = 0
-            # The first occurrence gets its jitter too (the anchor keeps the user's date);
-            # without one, the user's date stays as the user wrote it.
-            first = outcomes.jittered(task.date, task.id, 0, task.policy)
-            if first != task.date:
+            # The first occurrence gets its jitter too, and a cron repeat runs first when its
+            # expression matches (the anchor keeps the user's date); without either, the
+            # user's date stays as the user wrote it.
+            first = outcomes.first_date(task)
+            if first is None:
+                claimed["status"] = "done"      # until/count end the chain before its first run
+            elif first != task.date:
                 claimed["date"] = format_date(first)
         claimed.pop("running", None)
         entry.phase = "new"

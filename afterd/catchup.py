@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from afterd.repeat import Repeat, occurrence, offset_first_after, rrule_after_anchor
+from afterd.repeat import Repeat, cron_first_after, occurrence, offset_first_after, rrule_after_anchor
 
 CATCHUP_MODES = ("one", "all", "none")
 
@@ -33,6 +33,8 @@ class CatchUp:
 def first_at_or_after(anchor: datetime, rep: Repeat, k_from: int, t: datetime) -> int:
     """The smallest k >= k_from whose date is after `t`, ignoring `until` (and, for offset
     chains, `count`); past the end of a finite rule, one past its last occurrence."""
+    if rep.cron:
+        return cron_first_after(anchor, rep, k_from - 1, t)
     if not rep.rrule:
         return offset_first_after(anchor, rep, k_from - 1, t)
     if k_from <= 0 and anchor > t:

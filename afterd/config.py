@@ -51,6 +51,10 @@ class Settings:
     # history entry, as an attachment of the task (0: none); the whole goes to the log.
     output_limit: int = 4096
     history_limit: int = 20                      # runs in `history` when a task sets none
+    # The database's floor on how often a task may repeat: a repeat whose runs may come
+    # closer is refused at the door (each run writes the task twice). `after init` and
+    # every worker write it into the design document, so CouchDB enforces it. 0: no floor.
+    min_repeat_s: float = 1.0
     log_level: str = "info"
     host: str = ""
     # The node exporter's textfile folder (Debian's default); metrics are written only
@@ -152,6 +156,11 @@ def _check(name: str, value, source: str):
         number = _number(value, where, integer=True)
         if number < 1:
             raise ConfigError(f"{where} must be at least 1, not {number}")
+        return number
+    if name == "min_repeat_s":
+        number = _number(value, where)
+        if not 0 <= number <= 86400:
+            raise ConfigError(f"{where} must be a number of seconds from 0 to 86400, not {number}")
         return number
     if name in ("default_timeout_s", "lease_s", "skew_margin_s", "kill_grace_s", "stop_grace_s"):
         if name == "default_timeout_s" and from_text and value.strip().lower() in ("", "none"):

@@ -84,7 +84,7 @@ def show(value) -> str:
 def parse_cron(text) -> Cron:
     """A Cron, or CronError saying which field is wrong and why."""
     if not isinstance(text, str):
-        raise CronError(f"cron {show(text)} is not a cron expression like {EXAMPLE}")
+        raise CronError(f"cron must be a string like {EXAMPLE}")
     head = f"cron {show(text)}"
     stripped = text.strip(" \t")
     if stripped.startswith("@"):

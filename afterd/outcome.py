@@ -230,6 +230,13 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
             pass   # validation let it in as written; parse_task refuses it at arming, saying why
         doc.update(status="scheduled", date=date, anchor=date, occurrence=0, attempts=0)
         doc.pop("run_now", None)
+        if isinstance(doc.get("repeat"), dict) and doc["repeat"].get("cron") is not None:
+            try:   # a cron repeat's first run is when its expression matches, as at a claim
+                first = first_date(parse_task(doc))
+            except (TaskError, ValueError, OverflowError):
+                first = None
+            if first is not None:
+                doc["date"] = format_date(first)
     doc["owner"] = owner_field
     return doc
 
@@ -285,6 +292,18 @@ def skipped_note(doc, task, task_policy, k, k_next, now) -> dict:
     else of them)."""
     why = "catchup none" if task_policy.catchup == "none" else "older than catchup_window"
     return {"count": k_next - k, "first": format_date(task.date), "at": format_date(now), "why": why}
+
+
+def first_date(task) -> datetime | None:
+    """When the first run of a task dated `task.date` is due: that date, or for a cron
+    repeat the first time at or after it that the expression matches (None: until or
+    count end the chain before it), with occurrence 0's jitter. The anchor keeps the date."""
+    date = task.date
+    if task.repeat is not None and task.repeat.cron is not None:
+        date = occurrence(task.date, task.repeat, 0)
+        if date is None:
+            return None
+    return jittered(date, task.id or "", 0, task.policy)
 
 
 def jittered(date: datetime, task_id: str, k: int, task_policy: policy.Policy) -> datetime:

@@ -1,4 +1,4 @@
-"""Repeat offsets, rrule, tz, until/count, next occurrence, catch-up, durations (pure: `now` is an argument).
+"""Repeat offsets, rrule, cron, tz, until/count, next occurrence, durations (pure: `now` is an argument).
 
 Occurrence k of a chain is computed from its anchor (the first date), never chained
 from the previous run: 31 Jan + 1 month, + 2 months = 28 Feb, 31 Mar.
@@ -12,6 +12,13 @@ With `rrule`, occurrence 0 is the anchor itself (the task's own date runs first)
 occurrences 1, 2, ... are the rule's instances strictly after it; DTSTART is the anchor
 (in `tz` when given). Rule instances are counted by iterating, so a chain of millions of
 rrule instances is slow; offset chains are not (plan() searches, it never walks).
+
+With `cron` (cron.py), occurrence 0 is the first time at or after the anchor that the
+expression matches (the task's own date need not match), and occurrence k the k-th after
+it; cron.py counts them a day at a time, so a cron chain is cheap to search too.
+
+How often a repeat may run is bounded at the door (check_floor: `min_repeat_s`, a setting
+`after init` writes into the design document): each run writes the task twice.
 
 Durations ("30s", "1h30m", "1M7d", or a number of seconds) are read here too: the
 CLI's --every and --in, and the policy fields (retry delays, catch-up window, jitter);
@@ -29,6 +36,7 @@ from zoneinfo import ZoneInfo
 from dateutil.relativedelta import relativedelta
 from dateutil.rrule import rrulestr
 
+from afterd import cron as crons
 from afterd.fields import TaskError, is_integer, is_number, parse_date
 
 UNITS = {  # key (long or short; case matters: M months, m minutes) -> unit
@@ -37,7 +45,7 @@ UNITS = {  # key (long or short; case matters: M months, m minutes) -> unit
     "hours": "hours", "h": "hours", "minutes": "minutes", "m": "minutes",
     "seconds": "seconds", "s": "seconds", "milliseconds": "milliseconds", "ms": "milliseconds",
 }
-OTHER_KEYS = ("until", "count", "tz", "rrule")
+OTHER_KEYS = ("until", "count", "tz", "rrule", "cron")
 # Bounds that keep every occurrence computable; a longer period is a mistake, not a plan.
 MAX_MONTHS = 12000                                  # 1000 years
 MAX_SUBMONTH_MS = 1000 * 366 * 86400 * 1000         # about 1000 years
@@ -58,6 +66,7 @@ class Repeat:
     tz: str | None                 # IANA name; offsets/rrule are wall-clock in it
     until: datetime | None
     count: int | None              # total occurrences in the chain (collapsed ones count)
+    cron: crons.Cron | None = None  # a cron expression (cron.py); then offset and rrule are None
 
 
 def refuse(problem: str):
@@ -118,23 +127,36 @@ def parse_tz(name) -> ZoneInfo:
         refuse(f"tz {name!r} is not a known IANA time zone")
 
 
+def parse_cron(text) -> crons.Cron:
+    try:
+        return crons.parse_cron(text)
+    except crons.CronError as e:
+        refuse(str(e))
+
+
 def parse_repeat(value: dict) -> Repeat:
     """A Repeat, or TaskError("repeat: ...") saying what to fix."""
     if not isinstance(value, dict):
-        refuse('must be an object like {"days": 1} or {"rrule": "FREQ=DAILY"}')
+        refuse('must be an object like {"days": 1}, {"rrule": "FREQ=DAILY"} or {"cron": "0 3 * * *"}')
     unknown = sorted(k for k in value if k not in UNITS and k not in OTHER_KEYS)
     if unknown:
         refuse(f"unknown key {unknown[0]!r}; use years/y, months/M, weeks/w, days/d, hours/h, "
-               "minutes/m, seconds/s, milliseconds/ms, until, count, tz or rrule")
+               "minutes/m, seconds/s, milliseconds/ms, until, count, tz, rrule or cron")
     offset = parse_offset(value)
     zone = parse_tz(value["tz"]) if value.get("tz") is not None else None
-    rule = None
-    if value.get("rrule") is not None:
+    rule = schedule = None
+    if value.get("cron") is not None:
+        if offset is not None:
+            refuse("give either offset keys or a cron expression, not both")
+        if value.get("rrule") is not None:
+            refuse("give either an rrule or a cron expression, not both")
+        schedule = parse_cron(value["cron"])
+    elif value.get("rrule") is not None:
         if offset is not None:
             refuse("give either offset keys or an rrule, not both")
         rule = parse_rrule(value["rrule"], zone)
     elif offset is None:
-        refuse('give an offset like {"days": 1} or an rrule')
+        refuse('give an offset like {"days": 1}, an rrule or a cron expression')
     until = None
     if value.get("until") is not None:
         try:
@@ -147,7 +169,63 @@ def parse_repeat(value: dict) -> Repeat:
             refuse(f"count must be a whole number of runs, 1 or more, not {count!r}")
         count = int(count)
     return Repeat(offset=offset, rrule=rule, tz=value.get("tz") if zone else None,
-                  until=until, count=count)
+                  until=until, count=count, cron=schedule)
+
+
+# ---- how often a repeat may run (the floor) --------------------------------------------------
+
+DEFAULT_MIN_REPEAT_S = 1.0    # the `min_repeat_s` setting's default
+FREQ_S = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600, "DAILY": 86400, "WEEKLY": 7 * 86400,
+          "MONTHLY": 28 * 86400, "YEARLY": 365 * 86400}
+# The rule parts that pick times within a day, finest first: (part, its unit in s, values in a cycle).
+RRULE_TIME_PARTS = (("SECOND", "BYSECOND", 1, 60), ("MINUTE", "BYMINUTE", 60, 60), ("HOUR", "BYHOUR", 3600, 24))
+RRULE_DAY_PARTS = ("BYDAY", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH")
+
+
+def cycle_gap(values: list[int], span: int) -> int:
+    """The smallest distance between sorted distinct values, going round (0 and 59 of 60: 1)."""
+    return min([b - a for a, b in zip(values, values[1:])] + [values[0] + span - values[-1]])
+
+
+def rrule_gap_s(text: str) -> float:
+    """A lower bound of the time between two instances of an rrule: the finest unit it
+    varies in (a BY list of several values: their smallest distance; FREQ: INTERVAL of it).
+    The JS validator computes the same from the same text."""
+    parts = dict(p.split("=", 1) for p in text.split(":", 1)[-1].split(";"))
+    freq, interval = parts.get("FREQ"), int(parts.get("INTERVAL") or 1)
+    for unit, by, unit_s, span in RRULE_TIME_PARTS:
+        if by in parts:
+            values = sorted({int(v) for v in parts[by].split(",")})
+            if len(values) > 1:
+                return cycle_gap(values, span) * unit_s
+        elif freq == unit + "LY":
+            return interval * unit_s
+    if any(len(parts[by].split(",")) > 1 for by in RRULE_DAY_PARTS if by in parts):
+        return 86400
+    return interval * FREQ_S.get(freq, 86400)
+
+
+def repeat_gap_s(rep: Repeat) -> float:
+    """A lower bound of the time between two runs of a chain, in seconds, by its nominal
+    period (daylight saving aside: a wall-clock repeat can lose an hour once a year)."""
+    if rep.cron:
+        return crons.min_gap_s(rep.cron)
+    if rep.rrule:
+        return rrule_gap_s(rep.rrule)
+    months, rest = offset_parts(rep.offset)
+    return months * 28 * 86400 + rest.total_seconds()
+
+
+def number_text(x: float) -> str:
+    """1.0 -> "1", 0.5 -> "0.5": as JavaScript's String() writes them (the validator's message)."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def check_floor(rep: Repeat, min_repeat_s: float) -> None:
+    """TaskError("repeat: ...") when the chain's runs may come closer than `min_repeat_s`."""
+    if min_repeat_s and repeat_gap_s(rep) < min_repeat_s:
+        refuse(f"runs would come less than {number_text(min_repeat_s)} s apart, this database's "
+               "min_repeat_s: each run writes the task twice")
 
 
 def localize(wall: datetime, zone: ZoneInfo) -> datetime:
@@ -196,7 +274,9 @@ def occurrence(anchor: datetime, rep: Repeat, k: int) -> datetime | None:
         raise ValueError("occurrence index must be 0 or more")
     if rep.count is not None and k >= rep.count:
         return None
-    if k == 0:
+    if rep.cron:
+        date = crons.nth(rep.cron, anchor, k, rep.tz)
+    elif k == 0:
         date = anchor
     elif rep.rrule:
         date = next(itertools.islice(rrule_after_anchor(anchor, rep), k - 1, None), None)
@@ -211,6 +291,9 @@ def plan(anchor: datetime, rep: Repeat, planned_k: int, now: datetime) -> tuple[
     (None, None) when until/count ended the chain."""
     if rep.rrule:
         k, date = rrule_first_after(anchor, rep, planned_k, now)
+    elif rep.cron:
+        k = cron_first_after(anchor, rep, planned_k, now)
+        date = crons.nth(rep.cron, anchor, k, rep.tz)
     else:
         k = offset_first_after(anchor, rep, planned_k, now)
         date = offset_raw(anchor, rep, k)
@@ -226,6 +309,12 @@ def rrule_first_after(anchor, rep, planned_k, now):
         if k > planned_k and date > now:
             return k, date
     return None, None
+
+
+def cron_first_after(anchor: datetime, rep: Repeat, planned_k: int, now: datetime) -> int:
+    """The smallest k > planned_k with occurrence k > now: the occurrences up to now, counted."""
+    up_to_now = now.replace(microsecond=0) + timedelta(seconds=1)    # occurrences are whole seconds
+    return max(planned_k + 1, crons.count_between(rep.cron, anchor, up_to_now, rep.tz))
 
 
 def offset_first_after(anchor: datetime, rep: Repeat, planned_k: int, now: datetime) -> int:
@@ -361,9 +450,11 @@ def repeat_text(repeat) -> str:
     if not isinstance(repeat, dict):
         return "-"
     parts = ["".join(f"{value}{REPEAT_SHORT.get(key, key)}" for key, value in repeat.items()
-                     if key not in ("tz", "rrule", "until", "count"))]
+                     if key not in ("tz", "rrule", "until", "count", "cron"))]
     if "rrule" in repeat:
         parts.append(str(repeat["rrule"]))
+    if "cron" in repeat:
+        parts.append(str(repeat["cron"]))
     if "tz" in repeat:
         parts.append(f"({repeat['tz']})")
     return " ".join(p for p in parts if p) or "-"

@@ -52,7 +52,8 @@ def connect(settings) -> Couch:
     store = Couch(settings.couchdb_url, settings.database)
     store.info()
     store.ensure_database()
-    store.ensure_design()
+    from afterd.design import design_doc
+    store.ensure_design(design_doc(settings.min_repeat_s))
     return store
 
 

@@ -15,7 +15,7 @@ from afterd.fields import (BLANKS, DATE_GRAMMAR, DATE_HELP, JOB_NAME, MAX_YEAR, 
                            MIN_YEAR, TaskError, format_date, is_integer, is_number,
                            parse_date, parse_job, parse_worker)
 from afterd.policy import DEFAULT_POLICY, Policy, parse_policy
-from afterd.repeat import Repeat, parse_repeat
+from afterd.repeat import DEFAULT_MIN_REPEAT_S, Repeat, check_floor, parse_repeat
 
 STATUSES = ("waiting", "scheduled", "running", "done", "error",
             "reschedule", "cancel", "canceled",
@@ -74,8 +74,9 @@ def check_worker_fields(doc: dict) -> None:
         raise TaskError("occurrence", f"{occurrence!r} is not an index (0 or more)")
 
 
-def parse_task(doc: dict) -> Task:
-    """The Task a worker can run, or TaskError naming the first bad field."""
+def parse_task(doc: dict, min_repeat_s: float | None = None) -> Task:
+    """The Task a worker can run, or TaskError naming the first bad field. `min_repeat_s`:
+    refuse a repeat whose runs may come closer (the door's floor; a worker runs what got in)."""
     if not isinstance(doc, dict):
         raise TaskError("document", "must be a JSON object")
     worker = parse_worker(doc)
@@ -88,6 +89,8 @@ def parse_task(doc: dict) -> Task:
     job_name, arguments = parse_job(doc)
     rep = doc.get("repeat")
     repeat = parse_repeat(rep) if rep is not None else None
+    if repeat is not None and min_repeat_s:
+        check_floor(repeat, min_repeat_s)
     timeout_s = parse_timeout(doc)
     policy = parse_policy(doc)
     check_worker_fields(doc)
@@ -107,11 +110,12 @@ def is_worker_record(doc: dict) -> bool:
     return str(doc.get("_id", "")).startswith(WORKER_RECORD_PREFIX)
 
 
-def check_document(doc: dict) -> None:
+def check_document(doc: dict, min_repeat_s: float = DEFAULT_MIN_REPEAT_S) -> None:
     """What `validate_doc_update` decides, in Python: None if CouchDB should store `doc`.
 
     Deletions and design documents pass; "after:" records need a string `type`; every
-    other document must be a task. Raises TaskError otherwise.
+    other document must be a task, repeating no more often than `min_repeat_s` (the
+    setting `after init` writes into the design document). Raises TaskError otherwise.
     """
     if doc.get("_deleted"):
         return
@@ -125,4 +129,4 @@ def check_document(doc: dict) -> None:
     error = doc.get("error")
     if doc.get("status") == "error" and isinstance(error, dict) and error.get("type") == "InvalidTask":
         return  # a worker's verdict on a document that got in before validation existed
-    parse_task(doc)
+    parse_task(doc, min_repeat_s)

@@ -2,7 +2,9 @@
 table-driven; `now` and the start are arguments). Where cron implementations differ, a row
 says which way after goes (README, "repeat.cron")."""
 
+import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -81,45 +83,25 @@ def test_next_times(why, expr, tz, start, expected):
     assert times(expr, start, len(expected), tz) == expected, why
 
 
-@pytest.mark.parametrize("expr,message", [
-    ("0 25 * * *", 'cron "0 25 * * *": hour 25 is not in 0-23'),
-    ("60 * * * *", 'cron "60 * * * *": minute 60 is not in 0-59'),
-    ("0 0 0 * *", 'cron "0 0 0 * *": day of month 0 is not in 1-31'),
-    ("0 0 * 13 *", 'cron "0 0 * 13 *": month 13 is not in 1-12'),
-    ("0 0 * * 8", 'cron "0 0 * * 8": day of week 8 is not in 0-7'),
-    ("60 0 0 * * *", 'cron "60 0 0 * * *": second 60 is not in 0-59'),
-    ("@reboot", 'cron "@reboot": a worker\'s start is not a schedule (it restarts on upgrades and '
-                "failures); give times, or start the job from its own systemd unit"),
-    ("@fortnightly", 'cron "@fortnightly" is not one of @yearly @annually @monthly @weekly @daily '
-                     "@midnight @hourly"),
-    ("* * * *", 'cron "* * * *" has 4 fields; give 5 (minute hour day-of-month month day-of-week) '
-                "or 6 (second first)"),
-    ("", 'cron "" has 0 fields; give 5 (minute hour day-of-month month day-of-week) or 6 (second first)'),
-    ("5/10 * * * *", 'cron "5/10 * * * *": minute 5/10: a step needs a range or * (write 5-59/10)'),
-    ("*/0 * * * *", 'cron "*/0 * * * *": minute step 0 in */0 must be 1 or more'),
-    ("*/x * * * *", 'cron "*/x * * * *": minute step x in */x is not a number'),
-    ("5-1 * * * *", 'cron "5-1 * * * *": minute range 5-1 goes backwards'),
-    ("1,,2 * * * *", 'cron "1,,2 * * * *": minute has an empty item (two commas, or one at an end)'),
-    ("MON * * * *", 'cron "MON * * * *": minute MON is not a number'),
-    ("0 0 * FOO *", 'cron "0 0 * FOO *": month FOO is not a number or a month name (JAN-DEC)'),
-    ("0 0 L * *", 'cron "0 0 L * *": day of month L is not a number'),
-    ("0 0 ? * 1", 'cron "0 0 ? * 1": day of month ? is not a number'),
-    ("0 0 * * 1#2", 'cron "0 0 * * 1#2": day of week 1#2 is not a number or a day name (SUN-SAT)'),
-    ("0 0 30 2 *", 'cron "0 0 30 2 *" never runs: no month it names has day 30'),
-    ("0 0 31 4,6,9,11 *", 'cron "0 0 31 4,6,9,11 *" never runs: no month it names has day 31'),
-    (3, 'cron 3 is not a cron expression like "0 3 * * 1-5"'),
-])
+CASES = json.loads((Path(__file__).parent / "cron_cases.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("expr,message", CASES["bad"], ids=[e for e, _ in CASES["bad"]])
 def test_bad_expressions_say_which_field_and_why(expr, message):
+    """The same table runs through validate_doc_update (test_validation.py)."""
     with pytest.raises(CronError) as caught:
         parse_cron(expr)
     assert str(caught.value) == message
 
 
-@pytest.mark.parametrize("expr", ["0 0 30 2 1", "0 0 29 2 *", "@annually", "@midnight", "@daily",
-                                  "@monthly", " 0  3\t* * * ", "00 03 * * *", "0 0 * * 0-7",
-                                  "0-59/59 * * * *", "*/100 * * * *"])
+@pytest.mark.parametrize("expr", CASES["good"])
 def test_good_expressions(expr):
     parse_cron(expr)
+
+
+def test_a_non_string_is_refused():
+    with pytest.raises(CronError, match='^cron must be a string like "0 3 \\* \\* 1-5"$'):
+        parse_cron(3)
 
 
 @pytest.mark.parametrize("expr,gap_s", [
@@ -219,3 +201,105 @@ def test_counting_and_indexing_agree_with_a_minute_walk(minute, hour, dom, month
     expected = reference(expr, tz, t0, t1)
     assert count_between(cron, t0, t1, tz) == len(expected)
     assert [nth(cron, t0, k, tz) for k in range(len(expected))] == expected
+
+
+# ---- a cron repeat in the chain machinery: occurrence, plan, catch-up, overlap, outcome --------
+
+from afterd.catchup import catch_up  # noqa: E402
+from afterd.outcome import Outcome, apply_outcome, first_date, missed_fields, outcome_fields, replace_due  # noqa: E402
+from afterd.repeat import occurrence, parse_repeat, plan  # noqa: E402
+from afterd.task import TaskError, parse_task  # noqa: E402
+
+
+def cron_task(expr="0 3 * * 1-5", tz="Europe/Lisbon", **fields):
+    repeat = {"cron": expr, **({"tz": tz} if tz else {}), **fields.pop("repeat_extra", {})}
+    return {"_id": "t", "worker": "w", "date": "2026-12-01T03:00:00Z", "status": "scheduled",
+            "job": {"name": "j", "arguments": []}, "repeat": repeat, **fields}
+
+
+def test_occurrence_zero_is_the_first_match_at_or_after_the_date():
+    """Friday 4 December 2026 10:00: the first weekday 03:00 is Monday the 7th."""
+    rep = parse_repeat({"cron": "0 3 * * 1-5", "tz": "Europe/Lisbon"})
+    anchor = parse_date("2026-12-04T10:00:00Z")
+    assert [format_date(occurrence(anchor, rep, k)) for k in range(3)] == \
+        ["2026-12-07T03:00:00Z", "2026-12-08T03:00:00Z", "2026-12-09T03:00:00Z"]
+    task = parse_task(cron_task(date="2026-12-04T10:00:00Z", status="waiting"))
+    assert format_date(first_date(task)) == "2026-12-07T03:00:00Z"
+
+
+def test_until_and_count_end_a_cron_chain():
+    rep = parse_repeat({"cron": "0 3 * * *", "count": 2})
+    anchor = parse_date("2026-12-01")
+    assert occurrence(anchor, rep, 1) == parse_date("2026-12-02T03:00:00Z")
+    assert occurrence(anchor, rep, 2) is None
+    rep = parse_repeat({"cron": "0 3 * * *", "until": "2026-12-02T12:00:00Z"})
+    assert occurrence(anchor, rep, 1) is not None and occurrence(anchor, rep, 2) is None
+    assert plan(anchor, rep, 1, parse_date("2026-12-02T03:00:00Z")) == (None, None)
+    task = parse_task(cron_task(date="2026-12-03", repeat_extra={"until": "2026-12-02"}))
+    assert first_date(task) is None           # nothing left: the claim ends it as done
+
+
+def test_after_downtime_one_run_then_the_first_future_occurrence():
+    """A year of weekday runs missed: catch-up "one" runs the latest, then the next."""
+    anchor = parse_date("2025-12-01T03:00:00Z")
+    rep = parse_repeat({"cron": "0 3 * * 1-5", "tz": "Europe/Lisbon"})
+    now = parse_date("2026-12-04T10:00:00Z")      # a Friday
+    cu = catch_up(anchor, rep, 0, now)
+    assert len(cu.missed) > 250 and len(cu.runs) == 1
+    assert occurrence(anchor, rep, cu.runs[0]) == parse_date("2026-12-04T03:00:00Z")
+    assert cu.next_date == parse_date("2026-12-07T03:00:00Z") and cu.next_k == cu.runs[0] + 1
+    assert plan(anchor, rep, 0, now) == (cu.next_k, cu.next_date)
+
+
+def test_a_run_writes_the_next_occurrence_into_date():
+    t0 = parse_date("2026-12-07T03:00:00Z").timestamp()
+    run = Outcome("r1", True, 1, None, t0, t0 + 2, 0.0)
+    doc = cron_task(date="2026-12-07T03:00:00Z", anchor="2026-12-04T10:00:00Z", occurrence=0)
+    fields, warning = outcome_fields(doc, run, now=datetime.fromtimestamp(t0 + 2, UTC))
+    assert warning is None
+    assert (fields["status"], fields["date"], fields["occurrence"]) == ("scheduled", "2026-12-08T03:00:00Z", 1)
+
+
+def test_every_second_with_a_slow_run_follows_overlap():
+    """`* * * * * *`, a run of 3.5 s: wait+one runs the latest due at once, skip the next one."""
+    t0 = parse_date("2026-12-01T03:00:00Z").timestamp()
+    run = Outcome("r1", True, None, None, t0, t0 + 3.5, 0.0)
+    now = datetime.fromtimestamp(t0 + 3.5, UTC)
+    doc = cron_task("* * * * * *", None, anchor="2026-12-01T03:00:00Z", occurrence=0)
+    fields, _ = outcome_fields(doc, run, now=now)
+    assert (fields["date"], fields["occurrence"]) == ("2026-12-01T03:00:03Z", 3)
+    fields, _ = outcome_fields({**doc, "overlap": "skip"}, run, now=now)
+    assert (fields["date"], fields["occurrence"]) == ("2026-12-01T03:00:04Z", 4)
+    assert replace_due({**doc, "overlap": "replace"}, now) == parse_date("2026-12-01T03:00:01Z")
+
+
+def test_catchup_none_at_arming_moves_past_the_missed_ones():
+    doc = cron_task("*/15 * * * *", None, date="2026-12-01T00:00:00Z", anchor="2026-12-01T00:00:00Z",
+                    occurrence=0, catchup="none")
+    assert missed_fields(doc, parse_date("2026-12-01T01:07:00Z")) == \
+        {"date": "2026-12-01T01:15:00Z", "occurrence": 5}
+
+
+def test_jitter_delays_each_cron_occurrence_and_is_visible_in_date():
+    doc = cron_task(date="2026-12-04T10:00:00Z", status="waiting", jitter="10m")
+    first = first_date(parse_task(doc))
+    plain = parse_date("2026-12-07T03:00:00Z")
+    assert plain <= first < plain + timedelta(minutes=10)
+
+
+def test_a_reschedule_during_a_run_moves_a_cron_chain_to_its_first_match_after_the_new_date():
+    base = cron_task(status="reschedule", date="2026-12-05T00:00:00Z")      # a Saturday
+    written = apply_outcome(base, {"status": "scheduled", "date": "2026-12-02T03:00:00Z"}, {"process": "p"})
+    assert (written["anchor"], written["date"]) == ("2026-12-05T00:00:00Z", "2026-12-07T03:00:00Z")
+
+
+@pytest.mark.parametrize("repeat,message", [
+    ({"cron": "0 25 * * *"}, 'repeat: cron "0 25 * * *": hour 25 is not in 0-23'),
+    ({"cron": "0 3 * * *", "days": 1}, "repeat: give either offset keys or a cron expression, not both"),
+    ({"cron": "0 3 * * *", "rrule": "FREQ=DAILY"}, "repeat: give either an rrule or a cron expression, not both"),
+    ({"cron": "@reboot"}, "repeat: cron \"@reboot\": a worker's start is not a schedule"),
+])
+def test_the_repeat_field_refuses_bad_cron_naming_it(repeat, message):
+    with pytest.raises(TaskError) as caught:
+        parse_repeat(repeat)
+    assert str(caught.value).startswith(message)

@@ -68,9 +68,12 @@ def cmd_init(args, settings: Settings) -> int:
     where = f"{settings.database} at {mask_url(settings.couchdb_url)}"
     created = couch.ensure_database()
     print(f"created database {where}" if created else f"database {where} already exists")
-    installed = couch.ensure_design()
+    from afterd.design import design_doc
+    from afterd.repeat import number_text
+    installed = couch.ensure_design(design_doc(settings.min_repeat_s))
     print("installed the design document _design/after (validation, views)" if installed
           else "the design document _design/after is up to date")
+    print(f"tasks may repeat at most once every {number_text(settings.min_repeat_s)} s (min_repeat_s)")
     set_security(couch, settings)
     print(f"set _security: only server admins and users with the role '{TASKS_ROLE}' "
           "can read and write tasks, and with 'after_reader' read them")

@@ -2,6 +2,10 @@
 
 design_doc() is the body `couch.ensure_design()` installs. Its `version` is a hash of
 everything else in it, so an installer replaces the design document only when it changed.
+
+The database's floor on how often a task may repeat (the `min_repeat_s` setting) is
+written into validate_doc_update's source, so CouchDB itself enforces it, and kept as
+the field `min_repeat_s` for whoever reads the design document.
 """
 
 import hashlib
@@ -33,7 +37,24 @@ def read_function(name: str) -> str:
     return (HERE / name).read_text(encoding="utf-8").strip()
 
 
-def design_doc() -> dict:
+# The line of validate_doc_update.js that design_doc() rewrites with the setting.
+FLOOR_LINE = "var MIN_REPEAT_S = 1;"
+
+
+def validate_source(min_repeat_s: float) -> str:
+    from afterd.repeat import number_text
+
+    source = read_function("validate_doc_update.js")
+    assert source.count(FLOOR_LINE) == 1, "validate_doc_update.js lost its MIN_REPEAT_S line"
+    return source.replace(FLOOR_LINE, f"var MIN_REPEAT_S = {number_text(min_repeat_s)};")
+
+
+def design_doc(min_repeat_s: float | None = None) -> dict:
+    """`min_repeat_s`: the floor (seconds; None: the default, 1; 0: none but the 1 ms offsets have)."""
+    from afterd.repeat import DEFAULT_MIN_REPEAT_S
+
+    if min_repeat_s is None:
+        min_repeat_s = DEFAULT_MIN_REPEAT_S
     views = {}
     for name, reduce in VIEWS.items():
         views[name] = {"map": read_function(f"{name}.map.js")}
@@ -42,7 +63,8 @@ def design_doc() -> dict:
     body = {
         "_id": DESIGN_ID,
         "language": "javascript",
-        "validate_doc_update": read_function("validate_doc_update.js"),
+        "validate_doc_update": validate_source(min_repeat_s),
+        "min_repeat_s": min_repeat_s,
         "views": views,
     }
     # The console's static files ride along as attachments, so every install or upgrade

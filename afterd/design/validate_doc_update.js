@@ -16,7 +16,7 @@ function (newDoc, oldDoc, userCtx, secObj) {
                weeks: "weeks", w: "weeks", days: "days", d: "days",
                hours: "hours", h: "hours", minutes: "minutes", m: "minutes",
                seconds: "seconds", s: "seconds", milliseconds: "milliseconds", ms: "milliseconds"};
-  var OTHER_KEYS = {until: true, count: true, tz: true, rrule: true};
+  var OTHER_KEYS = {until: true, count: true, tz: true, rrule: true, cron: true};
   var MAX_MONTHS = 12000, MAX_SUBMONTH_MS = 1000 * 366 * 86400 * 1000;
   // Time zones and rules are checked here by shape only: this sandbox has no tz database
   // and no RFC 5545 parser. The Python model checks them fully (zoneinfo, dateutil) and
@@ -256,10 +256,197 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
   }
 
+  // ---- repeat.cron and the floor on how often a repeat runs (afterd/cron.py, afterd/repeat.py:
+  // the same rules and the same messages; tests/cron_cases.json holds them to one table).
+  var MIN_REPEAT_S = 1;  // afterd/design writes the database's min_repeat_s setting here
+  var CRON_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                      "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+                      "@hourly": "0 * * * *"};
+  var CRON_ALIAS_NAMES = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+  var CRON_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+  var CRON_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+  var CRON_FIELDS = [["second", 0, 59, null, 0], ["minute", 0, 59, null, 0], ["hour", 0, 23, null, 0],
+                     ["day of month", 1, 31, null, 0], ["month", 1, 12, CRON_MONTHS, 1],
+                     ["day of week", 0, 7, CRON_DAYS, 0]];
+  var CRON_NAME_HELP = {"month": " or a month name (JAN-DEC)", "day of week": " or a day name (SUN-SAT)"};
+  var CRON_NUMBER = /^[0-9]+$/, CRON_MAX_DIGITS = 6;
+  var MONTH_DAYS = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+  // The expression's values per field, or a refusal naming the field and the value.
+  function parseCron(text) {
+    function bad(problem) { refuse("repeat", problem); }
+    if (typeof text !== "string") {
+      bad('cron must be a string like "0 3 * * 1-5"');
+    }
+    var head = "cron " + show(text);
+    var stripped = text.replace(/^[ \t]+|[ \t]+$/g, "");
+    if (stripped.charAt(0) === "@") {
+      var alias = stripped.toLowerCase();
+      if (alias === "@reboot") {
+        bad(head + ": a worker's start is not a schedule (it restarts on upgrades and failures); " +
+            "give times, or start the job from its own systemd unit");
+      }
+      if (!CRON_ALIASES.hasOwnProperty(alias)) {
+        bad(head + " is not one of " + CRON_ALIAS_NAMES.join(" "));
+      }
+      stripped = CRON_ALIASES[alias];
+    }
+    var parts = stripped ? stripped.split(/[ \t]+/) : [];
+    if (parts.length !== 5 && parts.length !== 6) {
+      bad(head + " has " + parts.length + " field" + (parts.length === 1 ? "" : "s") +
+          "; give 5 (minute hour day-of-month month day-of-week) or 6 (second first)");
+    }
+    if (parts.length === 5) {
+      parts.unshift("0");
+    }
+    var sets = [], i;
+    for (i = 0; i < 6; i++) {
+      sets.push(cronField(head, parts[i], CRON_FIELDS[i]));
+    }
+    for (i = 0; i < sets[5].length; i++) {
+      sets[5][i] = sets[5][i] % 7;
+    }
+    var dayOr = parts[3].charAt(0) !== "*" && parts[5].charAt(0) !== "*";
+    if (!dayOr) {
+      var runs = false;
+      for (i = 0; i < sets[4].length && !runs; i++) {
+        runs = sets[3][0] <= MONTH_DAYS[sets[4][i] - 1];
+      }
+      if (!runs) {
+        bad(head + " never runs: no month it names has day " + parts[3]);
+      }
+    }
+    return sets;
+  }
+
+  // One field's values, sorted, each once.
+  function cronField(head, text, spec) {
+    var name = spec[0], low = spec[1], high = spec[2], seen = {}, values = [], items = text.split(","), i, v;
+    function bad(problem) { refuse("repeat", head + ": " + name + " " + problem); }
+    function value(token) {
+      if (spec[3] && spec[3].indexOf(token.toUpperCase()) >= 0) {
+        return spec[3].indexOf(token.toUpperCase()) + spec[4];
+      }
+      if (!CRON_NUMBER.test(token) || token.length > CRON_MAX_DIGITS) {
+        bad((token || "(nothing)") + " is not a number" + (CRON_NAME_HELP[name] || ""));
+      }
+      var number = parseInt(token, 10);
+      if (number < low || number > high) {
+        bad(token + " is not in " + low + "-" + high);
+      }
+      return number;
+    }
+    for (i = 0; i < items.length; i++) {
+      var item = items[i];
+      if (item === "") {
+        bad("has an empty item (two commas, or one at an end)");
+      }
+      var at = item.indexOf("/"), body = at < 0 ? item : item.substr(0, at);
+      var stepText = at < 0 ? "" : item.substr(at + 1), step = 1, start, end;
+      if (at >= 0) {
+        if (!CRON_NUMBER.test(stepText) || stepText.length > CRON_MAX_DIGITS) {
+          bad("step " + (stepText || "(none)") + " in " + item + " is not a number");
+        }
+        step = parseInt(stepText, 10);
+        if (step === 0) {
+          bad("step 0 in " + item + " must be 1 or more");
+        }
+      }
+      if (body === "*") {
+        start = low;
+        end = high;
+      } else {
+        var dash = body.indexOf("-");
+        start = value(dash < 0 ? body : body.substr(0, dash));
+        if (dash < 0) {
+          if (at >= 0) {
+            bad(item + ": a step needs a range or * (write " + body + "-" + high + "/" + stepText + ")");
+          }
+          end = start;
+        } else {
+          end = value(body.substr(dash + 1));
+          if (end < start) {
+            bad("range " + body + " goes backwards");
+          }
+        }
+      }
+      for (v = start; v <= end; v += step) {
+        seen[v] = true;
+      }
+    }
+    for (v = low; v <= high; v++) {
+      if (seen[v]) {
+        values.push(v);
+      }
+    }
+    return values;
+  }
+
+  // The smallest distance between sorted distinct values, going round (0 and 59 of 60: 1).
+  function cycleGap(values, span) {
+    var gap = values[0] + span - values[values.length - 1], i;
+    for (i = 1; i < values.length; i++) {
+      gap = Math.min(gap, values[i] - values[i - 1]);
+    }
+    return gap;
+  }
+
+  function cronGapS(sets) {
+    var seconds = sets[0], minutes = sets[1], hours = sets[2];
+    if (seconds.length > 1) { return cycleGap(seconds, 60); }
+    if (minutes.length > 1) { return cycleGap(minutes, 60) * 60; }
+    if (hours.length > 1) { return cycleGap(hours, 24) * 3600; }
+    return 86400;
+  }
+
+  // repeat.rrule_gap_s: the finest unit a rule varies in.
+  function rruleGapS(text) {
+    var FREQ_S = {SECONDLY: 1, MINUTELY: 60, HOURLY: 3600, DAILY: 86400, WEEKLY: 7 * 86400,
+                  MONTHLY: 28 * 86400, YEARLY: 365 * 86400};
+    var TIME = [["SECOND", "BYSECOND", 1, 60], ["MINUTE", "BYMINUTE", 60, 60], ["HOUR", "BYHOUR", 3600, 24]];
+    var DAY = ["BYDAY", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH"];
+    var colon = text.indexOf(":"), list = (colon < 0 ? text : text.substr(colon + 1)).split(";");
+    var parts = {}, i, j;
+    for (i = 0; i < list.length; i++) {
+      var eq = list[i].indexOf("=");
+      parts[list[i].substr(0, eq)] = list[i].substr(eq + 1);
+    }
+    var interval = parts.INTERVAL ? parseInt(parts.INTERVAL, 10) : 1;
+    for (i = 0; i < TIME.length; i++) {
+      if (parts.hasOwnProperty(TIME[i][1])) {
+        var raw = parts[TIME[i][1]].split(","), seen = {}, values = [];
+        for (j = 0; j < raw.length; j++) {
+          var n = parseInt(raw[j], 10);
+          if (!seen[n]) { seen[n] = true; values.push(n); }
+        }
+        values.sort(function (a, b) { return a - b; });
+        if (values.length > 1) {
+          return cycleGap(values, TIME[i][3]) * TIME[i][2];
+        }
+      } else if (parts.FREQ === TIME[i][0] + "LY") {
+        return interval * TIME[i][2];
+      }
+    }
+    for (i = 0; i < DAY.length; i++) {
+      if (parts.hasOwnProperty(DAY[i]) && parts[DAY[i]].split(",").length > 1) {
+        return 86400;
+      }
+    }
+    return interval * (FREQ_S.hasOwnProperty(parts.FREQ) ? FREQ_S[parts.FREQ] : 86400);
+  }
+
+  // gapS: a lower bound of the time between two runs (repeat.repeat_gap_s).
+  function checkFloor(gapS) {
+    if (MIN_REPEAT_S && gapS < MIN_REPEAT_S) {
+      refuse("repeat", "runs would come less than " + String(MIN_REPEAT_S) + " s apart, this database's " +
+                       "min_repeat_s: each run writes the task twice");
+    }
+  }
+
   function checkRepeat(rep) {
     function bad(problem) { refuse("repeat", problem); }
     if (!isObject(rep)) {
-      bad('must be an object like {"days": 1} or {"rrule": "FREQ=DAILY"}');
+      bad('must be an object like {"days": 1}, {"rrule": "FREQ=DAILY"} or {"cron": "0 3 * * *"}');
     }
     var key, unknown = [];
     for (key in rep) {
@@ -269,9 +456,9 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
     if (unknown.length) {
       bad("unknown key " + show(unknown.sort()[0]) + "; use years/y, months/M, weeks/w, days/d, " +
-          "hours/h, minutes/m, seconds/s, milliseconds/ms, until, count, tz or rrule");
+          "hours/h, minutes/m, seconds/s, milliseconds/ms, until, count, tz, rrule or cron");
     }
-    var units = {}, hasOffset = false;
+    var units = {}, hasOffset = false, gapS = 0, submonthMs = 0, months = 0;
     for (key in rep) {
       if (!rep.hasOwnProperty(key) || !UNITS.hasOwnProperty(key)) {
         continue;
@@ -294,9 +481,9 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
     function g(unit) { return units.hasOwnProperty(unit) ? units[unit] : 0; }
     if (hasOffset) {
-      var months = g("years") * 12 + g("months");
+      months = g("years") * 12 + g("months");
       // Same order of operations as repeat.offset_ms, so both round alike.
-      var submonthMs = ((((g("weeks") * 7 + g("days")) * 24 + g("hours")) * 60 +
+      submonthMs = ((((g("weeks") * 7 + g("days")) * 24 + g("hours")) * 60 +
                         g("minutes")) * 60 + g("seconds")) * 1000 + g("milliseconds");
       if (months === 0 && submonthMs < 1) {
         bad("the offset is zero (it must be at least 1 millisecond): a repeat must move time forward");
@@ -308,7 +495,15 @@ function (newDoc, oldDoc, userCtx, secObj) {
     if (given(rep.tz) && (typeof rep.tz !== "string" || !TZ_SHAPE.test(rep.tz))) {
       bad("tz " + show(rep.tz) + ' is not an IANA time zone name like "Europe/Lisbon"');
     }
-    if (given(rep.rrule)) {
+    if (given(rep.cron)) {
+      if (hasOffset) {
+        bad("give either offset keys or a cron expression, not both");
+      }
+      if (given(rep.rrule)) {
+        bad("give either an rrule or a cron expression, not both");
+      }
+      gapS = cronGapS(parseCron(rep.cron));
+    } else if (given(rep.rrule)) {
       if (hasOffset) {
         bad("give either offset keys or an rrule, not both");
       }
@@ -318,8 +513,11 @@ function (newDoc, oldDoc, userCtx, secObj) {
       if (!/(^|[:;])FREQ=/.test(rep.rrule)) {
         bad("rrule " + show(rep.rrule) + " has no FREQ");
       }
+      gapS = rruleGapS(rep.rrule);
     } else if (!hasOffset) {
-      bad('give an offset like {"days": 1} or an rrule');
+      bad('give an offset like {"days": 1}, an rrule or a cron expression');
+    } else {
+      gapS = months * 28 * 86400 + Math.round(submonthMs * 1000) / 1e6;
     }
     if (given(rep.until)) {
       try {
@@ -331,6 +529,7 @@ function (newDoc, oldDoc, userCtx, secObj) {
     if (given(rep.count) && (!isInteger(rep.count) || rep.count < 1)) {
       bad("count must be a whole number of runs, 1 or more, not " + show(rep.count));
     }
+    checkFloor(gapS);
   }
 
   // Who may write at all (design §8b), deletions included: server and database admins,
