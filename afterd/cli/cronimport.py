@@ -28,7 +28,7 @@ def cmd_import_crontab(args, settings: Settings) -> int:
     imported = couch.find({"worker": args.worker, "imported_from.crontab": source})
     steps = crontab.plan_import(table, existing, imported, worker=args.worker, source=source, tz=tz,
                                 now=now, next_date=next_date, catchup=args.catchup)
-    print(f"crontab {source} ({'system' if system else 'user'} format) -> worker {args.worker}, "
+    print(f"{source} ({'system' if system else 'user'} format) -> worker {args.worker}, "
           f"times in {tz} unless CRON_TZ says otherwise")
     for step in steps:
         print(step_text(step, format_date))
