@@ -135,7 +135,8 @@ class Acting:
             log.info("task %s: skipping missed occurrences: next %s", entry.id, skip.get("date"),
                      extra=about_doc(doc, in_text=True))
             entry.phase = "new"
-            self._write(entry, {**doc, **skip}, "catchup")
+            note = outcomes.skipped_note(doc, skip, self.now())
+            self._write(entry, {**doc, **skip, **({"skipped": note} if note else {})}, "catchup")
             return
         run, due = run_key(doc, task)
         if self._predecessor:   # only after a restart over a journal with open runs

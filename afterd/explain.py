@@ -20,7 +20,7 @@ from datetime import datetime
 
 from afterd import claims, decide
 from afterd.fields import TaskError, parse_date
-from afterd.outcome import missed_fields
+from afterd.outcome import missed_fields, skipped_note
 from afterd.task import FINAL, normalize_status, parse_task
 
 GRACE_S = 1.0   # outcome.missed_fields' default: a timer firing this late is on time
@@ -214,8 +214,9 @@ def status_sentences(doc, status, worker, beats, live, owner, owner_beat, now) -
     elif status in ("scheduled", "waiting", "resume") and action in (decide.ARM, decide.CLAIM):
         skip = missed_fields(doc, now, GRACE_S if status != "resume" else 0.0)
         due = date_or_none(date)
-        if skip is not None and "skipped" in skip:
-            why = skip["skipped"]["why"]
+        note = skipped_note(doc, skip, now) if skip is not None else None
+        if note is not None:
+            why = note["why"]
             out.append(f"its date passed {span((now - due).total_seconds())} ago with no run: {why}, so "
                        f"the process that arms it skips the missed occurrences and waits for the next")
         elif due is not None and due <= now and (actor or status == "waiting"):

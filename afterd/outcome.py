@@ -282,16 +282,18 @@ def missed_fields(doc: dict, now: datetime, grace_s: float = 1.0) -> dict | None
         k_next, date = cu.next_k, jittered(cu.next_date, doc.get("_id", ""), cu.next_k, task_policy)
     else:
         return {"status": "done"}   # the chain ended while nobody ran it: nothing is left to run
-    return {"date": format_date(date), "occurrence": k_next,
-            "skipped": skipped_note(doc, task, task_policy, k, k_next, now)}
+    return {"date": format_date(date), "occurrence": k_next}
 
 
-def skipped_note(doc, task, task_policy, k, k_next, now) -> dict:
-    """What a skip leaves in the document, for `after explain` and the console: which
-    occurrences were not run, why, and when that was decided (the worker records nothing
-    else of them)."""
-    why = "catchup none" if task_policy.catchup == "none" else "older than catchup_window"
-    return {"count": k_next - k, "first": format_date(task.date), "at": format_date(now), "why": why}
+def skipped_note(doc: dict, skip: dict, now: datetime) -> dict | None:
+    """What a skip (missed_fields' answer) leaves in the document, for `after explain` and
+    the console: how many occurrences were not run, the first, when that was decided and
+    why (the worker records nothing else of them). None when nothing was skipped."""
+    if "occurrence" not in skip:
+        return None
+    k = int(doc.get("occurrence", 0) or 0)
+    why = "catchup none" if policy_of(doc).catchup == "none" else "older than catchup_window"
+    return {"count": skip["occurrence"] - k, "first": doc.get("date"), "at": format_date(now), "why": why}
 
 
 def first_date(task) -> datetime | None:

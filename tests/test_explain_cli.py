@@ -42,6 +42,8 @@ def test_explain_names_the_reason(couch, couch_url, db_name, worker, records, jo
         {**record_task(records, in_an_hour), "job": {"name": "generate_billing", "arguments": ["1234"]}},
         record_task(records, in_an_hour)])
     orphan, = post_all(couch, [record_task(records, in_an_hour, worker="billing")])
+    ten_ago = (utcnow() - timedelta(minutes=10)).replace(second=0, microsecond=0)
+    skipping, = post_all(couch, [record_task(records, ten_ago, repeat={"hours": 1}, catchup="none")])
     wait_for(lambda: all(couch.get(t)["status"] == "scheduled" for t in (future, broken, paused)), 20, "claims")
     update(couch, paused, status="pause")
     wait_for(lambda: couch.get(paused)["status"] == "paused", 20, "the worker to say paused")
@@ -65,6 +67,12 @@ def test_explain_names_the_reason(couch, couch_url, db_name, worker, records, jo
     wait_for(lambda: "jobs_broken" not in couch.get(beat["_id"]).get("metrics", {}), 30,
              "the heartbeat to drop the fixed job")
     assert "cannot be loaded" not in explain(couch_url, db_name, broken, jobs_dir)
+
+    # Missed occurrences the worker skipped (catchup none): its note says which, when, why
+    wait_for(lambda: "skipped" in couch.get(skipping), 20, "the skip")
+    said = explain(couch_url, db_name, skipping, jobs_dir)
+    assert f"The {ten_ago:%Y-%m-%d %H:%M:%S} UTC occurrence was skipped at " in said
+    assert ": catchup none after 10 min" in said and "Runs next at" in said
 
     # A paused task
     said = explain(couch_url, db_name, paused, jobs_dir)

@@ -24,11 +24,6 @@ def task(**fields):
             "job": {"name": "j", "arguments": []}, **fields}
 
 
-def SKIPPED(why, count):
-    """The note a skip leaves (outcome.skipped_note)."""
-    return {"count": count, "first": task()["date"], "at": format_date(NOW), "why": why}
-
-
 @pytest.mark.parametrize("doc, outcome, canceled, expected", [
     # one-time: the run's ending is the task's status, with its result or error
     (task(), ok({"n": 1}), False, {"status": "done", "result": {"n": 1}, "runs": 1}),
@@ -194,15 +189,11 @@ def test_jitter_delays_each_occurrence_the_same_way_everywhere():
     ({}, 0, None),                                                      # "one": run its date as it is
     ({"catchup": "all"}, 0, None),                                      # "all": from the oldest
     # none: the missed ones are skipped; the latest, due 1 s ago, is within the grace (a late timer)
-    ({"catchup": "none"}, 0, {"date": "2026-12-01T03:00:04Z", "occurrence": 2, "skipped": SKIPPED("catchup none", 2)}),
-    ({"catchup": "all", "catchup_window": 3}, 0,
-     {"date": "2026-12-01T03:00:02Z", "occurrence": 1, "skipped": SKIPPED("older than catchup_window", 1)}),
-    ({"catchup": "one", "catchup_window": 3}, 0,
-     {"date": "2026-12-01T03:00:04Z", "occurrence": 2, "skipped": SKIPPED("older than catchup_window", 2)}),
+    ({"catchup": "none"}, 0, {"date": "2026-12-01T03:00:04Z", "occurrence": 2}),
+    ({"catchup": "all", "catchup_window": 3}, 0, {"date": "2026-12-01T03:00:02Z", "occurrence": 1}),
+    ({"catchup": "one", "catchup_window": 3}, 0, {"date": "2026-12-01T03:00:04Z", "occurrence": 2}),
 ])
 def test_missed_occurrences_at_arming(policy, occurrence, expected):
-    """Skipped occurrences leave a note (`skipped`: how many, the first, when, why) that
-    `after explain` reads."""
     from afterd.outcome import missed_fields
 
     doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=occurrence, **policy)
@@ -213,8 +204,7 @@ def test_catchup_none_without_grace_skips_to_the_next_occurrence():
     from afterd.outcome import missed_fields
 
     doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup="none")
-    assert missed_fields(doc, NOW, grace_s=0) == {"date": "2026-12-01T03:00:06Z", "occurrence": 3,
-                                                  "skipped": SKIPPED("catchup none", 3)}
+    assert missed_fields(doc, NOW, grace_s=0) == {"date": "2026-12-01T03:00:06Z", "occurrence": 3}
 
 
 def test_catchup_all_after_a_run_goes_to_the_next_missed_occurrence():
@@ -363,3 +353,16 @@ def test_a_run_begun_late_by_catchup(why, fields, start, seconds, date, k):
                **fields)
     got, _ = outcome_fields(doc, outcome, now=now)
     assert (got["date"], got["occurrence"]) == (date, k), why
+
+
+def test_a_skip_leaves_a_note_of_what_was_skipped_and_why():
+    """What `after explain` reads: how many occurrences, the first, when, why (actions._arm writes it)."""
+    from afterd.outcome import missed_fields, skipped_note
+
+    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup="none")
+    skip = missed_fields(doc, NOW)
+    assert skipped_note(doc, skip, NOW) == {"count": 2, "first": "2026-12-01T03:00:00Z",
+                                            "at": format_date(NOW), "why": "catchup none"}
+    windowed = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup_window=3)
+    assert skipped_note(windowed, missed_fields(windowed, NOW), NOW)["why"] == "older than catchup_window"
+    assert skipped_note(doc, {"status": "done"}, NOW) is None
