@@ -111,6 +111,8 @@ def explain(doc: dict, heartbeats: list[dict], design: dict | None, jobs: dict |
                    "(nor after init) has prepared it")
     if status in FINAL:
         out.append(final_sentence(doc, status))
+        if status == "error":   # a failure may come from a job file that cannot be loaded
+            out.extend(job_sentences(doc, beats, live, jobs))
         return out
     problem = unusable(doc)
     if problem is not None:

@@ -448,6 +448,7 @@ export function explain(doc, heartbeats, design, jobs, now) {
   if (!design) out.push("this database has no _design/after: nothing validates its tasks, and no worker (nor after init) has prepared it");
   if (FINAL.has(status)) {
     out.push(finalSentence(doc, status));
+    if (status === "error") out.push(...jobSentences(doc, beats, live, jobs));   // a job file that cannot be loaded
     return out;
   }
   out.push(...statusSentences(doc, status, worker, beats, live, owner, ownerBeat, now));
