@@ -52,8 +52,9 @@ class Settings:
     output_limit: int = 4096
     history_limit: int = 20                      # runs in `history` when a task sets none
     # The database's floor on how often a task may repeat: a repeat whose runs may come
-    # closer is refused at the door (each run writes the task twice). `after init` and
-    # every worker write it into the design document, so CouchDB enforces it. 0: no floor.
+    # closer is refused at the door (each run writes the task twice). `after init`
+    # writes it into the design document, so CouchDB enforces it (a worker keeps the
+    # floor it finds there). 0: no floor.
     min_repeat_s: float = 1.0
     log_level: str = "info"
     host: str = ""

@@ -24,6 +24,21 @@ Occurrences are whole seconds. A chain counts them from its anchor (the task's f
 date): occurrence 0 is the first time at or after the anchor that the expression
 matches. Counting and indexing work a day at a time over cached per-year tables, so
 "the 3,000,000th second since last month" costs a few dozen steps, not a walk.
+
+The API (every time an aware datetime; `tz` an IANA name, a ZoneInfo, or None for UTC):
+    parse_cron(text) -> Cron                 CronError (one line) on a bad expression
+    at_or_after(cron, t, tz) -> datetime     the first occurrence at or after t (None past 2999)
+    next_after(cron, t, tz) -> datetime      the first strictly after t: the run after a run at t
+    upcoming(cron, t, n, tz) -> [datetime]   the first n at or after t
+    nth(cron, start, k, tz), count_between(cron, start, end, tz)   what a chain's index needs
+    min_gap_s(cron) -> int                   the shortest time between two runs (the floor)
+    describe(text, tz) -> str                "at 03:00 on Monday to Friday, Lisbon time"
+
+Why not python3-croniter (Debian packages it): a chain needs the k-th occurrence and
+the count of those a worker missed without walking them (croniter iterates); croniter
+reads a sixth field as seconds at the end, Debian cron has none (six-field crontabs put
+seconds first, as here); and its daylight-saving behaviour is not Vixie's fixed/wild rule.
+A new runtime dependency for less than this module does was not worth it.
 """
 
 from __future__ import annotations
@@ -85,6 +100,11 @@ def parse_cron(text) -> Cron:
     """A Cron, or CronError saying which field is wrong and why."""
     if not isinstance(text, str):
         raise CronError(f"cron must be a string like {EXAMPLE}")
+    return parse_text(text)
+
+
+@lru_cache(maxsize=1024)     # a worker parses a task's document at each decision; errors are not kept
+def parse_text(text: str) -> Cron:
     head = f"cron {show(text)}"
     stripped = text.strip(" \t")
     if stripped.startswith("@"):
@@ -288,7 +308,7 @@ def day_count(cron: Cron, zone, ordinal: int) -> int:
     return sum(piece_count(cron, p, day_epoch) for p in day_segments(cron, zone, ordinal))
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=256)      # a year's table: up to ~13 KB (every second)
 def year_table(cron: Cron, zone, year: int) -> tuple[int, ...]:
     """Occurrences before each local day of `year`, counted from its 1 January: one entry per
     day and one for the year's end (so table[-1] is the year's total)."""
@@ -492,19 +512,20 @@ def field_words(text: str, unit: str, name=str) -> str:
     items = []
     for item in text.split(","):
         body, slash, step = item.partition("/")
+        n = int(step or 1)
         if body == "*":
-            items.append(f"every {ordinal_words(int(step))} {unit}")
+            items.append(f"every {unit}" if n == 1 else f"every {ordinal_words(n)} {unit}")
             continue
         a, dash, b = body.partition("-")
         if not dash:
             items.append(name(token_number(a, unit)))
             continue
         first, last = token_number(a, unit), token_number(b, unit)
-        values = list(range(first, last + 1, int(step or 1)))
-        if slash and len(values) <= 6:
+        values = list(range(first, last + 1, n))
+        if n > 1 and len(values) <= 6:
             items.extend(name(v) for v in values)
-        elif slash:
-            items.append(f"every {ordinal_words(int(step))} {unit} from {name(first)} to {name(last)}")
+        elif n > 1:
+            items.append(f"every {ordinal_words(n)} {unit} from {name(first)} to {name(last)}")
         else:
             items.append(f"{name(first)} to {name(last)}")
     return join_words(items)
@@ -543,7 +564,8 @@ def time_words(cron: Cron, sec: str, minute: str, hour: str) -> str:
         if not parts[0].startswith("every"):
             parts.append("of every hour")
     elif hour.startswith("*/") and "," not in hour:
-        parts.append(f"of every {ordinal_words(int(hour[2:]))} hour")
+        n = int(hour[2:])
+        parts.append("of every hour" if n == 1 else f"of every {ordinal_words(n)} hour")
     else:
         words = field_words(hour, "hour", lambda n: f"{n:02d}")
         parts.append("during " + ("" if words.startswith("every") else

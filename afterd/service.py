@@ -52,8 +52,10 @@ def connect(settings) -> Couch:
     store = Couch(settings.couchdb_url, settings.database)
     store.info()
     store.ensure_database()
-    from afterd.design import design_doc
-    store.ensure_design(design_doc(settings.min_repeat_s))
+    from afterd.design import design_doc, installed_floor
+    # The floor on repeats is the database's: `after init` sets it, a worker keeps it.
+    floor = installed_floor(store)
+    store.ensure_design(design_doc(settings.min_repeat_s if floor is None else floor))
     return store
 
 

@@ -303,3 +303,15 @@ def test_the_repeat_field_refuses_bad_cron_naming_it(repeat, message):
     with pytest.raises(TaskError) as caught:
         parse_repeat(repeat)
     assert str(caught.value).startswith(message)
+
+
+# ---- in words (the console says the same: tests/browser/test_cron_words.py) --------------------
+
+from afterd.cron import describe  # noqa: E402
+
+WORDS = json.loads((Path(__file__).parent / "cron_words.json").read_text(encoding="utf-8"))["rows"]
+
+
+@pytest.mark.parametrize("expr,tz,words", WORDS, ids=[f"{e} {tz or ''}" for e, tz, _ in WORDS])
+def test_describe(expr, tz, words):
+    assert describe(expr, tz) == words

@@ -207,3 +207,125 @@ def test_server_agrees_with_python_on_random_policies(db, batch):
         if server != python_verdict(doc):
             disagreements.append(f"{json.dumps(doc)}: server {answer}, python {python_verdict(doc)}")
     assert not disagreements, "\n".join(disagreements[:5])
+
+
+# ---- repeat.cron and the floor: one table (cron_cases.json), the same reasons word for word ----
+
+from pathlib import Path  # noqa: E402
+
+from afterd.repeat import DEFAULT_MIN_REPEAT_S  # noqa: E402
+
+CRON_CASES = json.loads((Path(__file__).parent / "cron_cases.json").read_text(encoding="utf-8"))
+
+
+def design_db(couch_url, name, min_repeat_s):
+    url = f"{couch_url}/{name}"
+    requests.put(url, timeout=10).raise_for_status()
+    r = requests.put(f"{url}/{DESIGN_ID}", data=json.dumps(design_doc(min_repeat_s)), headers=JSON, timeout=10)
+    assert r.status_code == 201, r.text
+    return url
+
+
+def verdicts(db_url, docs, min_repeat_s):
+    """[(python's reason or "stored", the server's)] for each document, posted in one bulk."""
+    import uuid
+
+    for doc in docs:
+        doc["_id"] = uuid.uuid4().hex
+    r = requests.post(f"{db_url}/_bulk_docs", data=json.dumps({"docs": docs}), headers=JSON, timeout=30)
+    answers = {row["id"]: row for row in r.json()}
+    out = []
+    for doc in docs:
+        try:
+            check_document(doc, min_repeat_s)
+            python = "stored"
+        except TaskError as e:
+            python = str(e)
+        answer = answers[doc["_id"]]
+        out.append((python, "stored" if "rev" in answer else answer.get("reason", "")))
+    return out
+
+
+def test_cron_table_same_reasons_in_python_and_on_the_server(db):
+    docs = [task(repeat={"cron": expr}) for expr in CRON_CASES["good"]] + \
+           [task(repeat={"cron": expr}) for expr, _ in CRON_CASES["bad"]]
+    want = ["stored"] * len(CRON_CASES["good"]) + ["repeat: " + message for _, message in CRON_CASES["bad"]]
+    got = verdicts(db, docs, DEFAULT_MIN_REPEAT_S)
+    wrong = [f"{d['repeat']['cron']!r}: want {w!r}, python {p!r}, server {s!r}"
+             for d, w, (p, s) in zip(docs, want, got) if not p == s == w]
+    assert not wrong, "\n".join(wrong)
+
+
+FLOOR_60 = [   # (repeat, stored under a floor of 60 s)
+    ({"m": 1}, True), ({"s": 59}, False), ({"s": 59.5, "ms": 500}, True), ({"M": 1}, True),
+    ({"cron": "* * * * *"}, True), ({"cron": "*/30 * * * * *"}, False), ({"cron": "0,59 * * * * *"}, False),
+    ({"cron": "0 0,1 * * *"}, True), ({"cron": "0 * * * *"}, True), ({"cron": "0 */2 * * *"}, True),
+    ({"rrule": "FREQ=MINUTELY"}, True), ({"rrule": "FREQ=SECONDLY;INTERVAL=30"}, False),
+    ({"rrule": "FREQ=SECONDLY;INTERVAL=60"}, True), ({"rrule": "FREQ=DAILY;BYSECOND=0,30"}, False),
+    ({"rrule": "FREQ=DAILY;BYMINUTE=0,59"}, True), ({"rrule": "FREQ=DAILY;BYHOUR=3;BYMINUTE=0"}, True),
+    ({"rrule": "RRULE:FREQ=HOURLY;BYSECOND=5,10"}, False), ({"rrule": "FREQ=WEEKLY;BYDAY=MO,TU"}, True),
+]
+
+
+def test_the_floor_is_the_design_documents_setting(couch_url, db_name):
+    """after init writes min_repeat_s into validate_doc_update: at 60 s, Python and the server
+    refuse the same repeats, with the same reason."""
+    url = design_db(couch_url, db_name, 60)
+    docs = [task(repeat=dict(repeat)) for repeat, _ in FLOOR_60]
+    got = verdicts(url, docs, 60)
+    wrong = [f"{d['repeat']}: python {p!r}, server {s!r}" for d, (p, s), (_, stored) in zip(docs, got, FLOOR_60)
+             if p != s or (p == "stored") != stored]
+    assert not wrong, "\n".join(wrong)
+    assert got[1][0] == ("repeat: runs would come less than 60 s apart, this database's min_repeat_s: "
+                         "each run writes the task twice")
+
+
+cron_atom = st.one_of(st.sampled_from(["*", "0", "7", "59", "60", "24", "31", "32", "MON", "jan", "sun", "FOO",
+                                       "", "L", "?", "1#2", "00", "0000001"]),
+                      st.integers(0, 70).map(str))
+cron_item = st.one_of(cron_atom,
+                      st.tuples(cron_atom, cron_atom).map("-".join),
+                      st.tuples(cron_atom, st.sampled_from(["0", "1", "2", "15", "x", ""])).map("/".join),
+                      st.tuples(cron_atom, cron_atom, st.sampled_from(["3", "0"])).map(
+                          lambda t: f"{t[0]}-{t[1]}/{t[2]}"))
+cron_field = st.lists(cron_item, min_size=1, max_size=3).map(",".join)
+valid_field = st.sampled_from(["*", "*/15", "0", "5-59/20", "1,2", "1-5", "*/2", "10-20/3", "7", "3"])
+cron_text = st.one_of(
+    st.lists(valid_field, min_size=5, max_size=6).map(" ".join),
+    st.lists(st.one_of(valid_field, cron_field), min_size=5, max_size=6).map(" ".join),
+    st.lists(cron_field, min_size=5, max_size=6).map(" ".join),
+    st.lists(cron_field, min_size=4, max_size=7).map(" ".join),
+    st.sampled_from(["@reboot", "@daily", "@Hourly", "@every 5m", "  0 3 * * *\t", "", "0  3 * *  *"]),
+    st.text(alphabet="0123456789*/,- @MONJAFEBSUn\t", max_size=24))
+cron_doc = st.one_of(
+    st.builds(lambda text: task(repeat={"cron": text}), cron_text),
+    st.builds(lambda text: task(repeat={"cron": text}), cron_text),
+    st.builds(lambda text: task(repeat={"cron": text}), cron_text),
+    st.fixed_dictionaries({"cron": cron_text}, optional={
+        "tz": st.sampled_from(["UTC", "Europe/Lisbon"]), "count": st.sampled_from([1, 0]),
+        "days": st.sampled_from([1]), "rrule": st.sampled_from(["FREQ=DAILY"])}).map(lambda rep: task(repeat=rep)))
+
+
+@settings(max_examples=6, deadline=None, database=None, phases=[Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(batch=st.lists(cron_doc, min_size=60, max_size=60))
+def test_server_agrees_with_python_on_random_cron(db, batch):
+    got = verdicts(db, batch, DEFAULT_MIN_REPEAT_S)
+    wrong = [f"{json.dumps(d['repeat'])}: python {p!r}, server {s!r}" for d, (p, s) in zip(batch, got) if p != s]
+    assert not wrong, "\n".join(wrong[:5])
+
+
+offset_doc = st.dictionaries(st.sampled_from(["s", "ms", "m", "seconds", "milliseconds"]),
+                             st.one_of(st.integers(0, 2000), st.floats(0, 2, allow_nan=False)),
+                             min_size=1, max_size=2).map(lambda rep: task(repeat=rep))
+
+
+@settings(max_examples=4, deadline=None, database=None, phases=[Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(batch=st.lists(offset_doc, min_size=50, max_size=50))
+def test_server_agrees_with_python_on_the_floor_for_random_offsets(db, batch):
+    got = verdicts(db, batch, DEFAULT_MIN_REPEAT_S)
+    wrong = [f"{json.dumps(d['repeat'])}: python {p!r}, server {s!r}" for d, (p, s) in zip(batch, got) if p != s]
+    assert not wrong, "\n".join(wrong[:5])

@@ -77,8 +77,9 @@ def parse_timeout(text: str) -> float:
 
 # ---- building a task -----------------------------------------------------------------------
 
-def build_task(args, now: datetime) -> dict:
-    """The document `after add` stores, from its flags (pure: `now` is passed in)."""
+def build_task(args, now: datetime, min_repeat_s: float | None = None) -> dict:
+    """The document `after add` stores, from its flags (pure: `now` is passed in).
+    `min_repeat_s`: the floor the database applies (the setting; None: its default)."""
     from afterd.task import format_date
 
     if args.arguments is not None and args.arg:
@@ -110,18 +111,20 @@ def build_task(args, now: datetime) -> dict:
            "job": {"name": args.job, "arguments": arguments}}
     if args.id:
         doc["_id"] = args.id
-    if args.every or args.rrule:
+    if args.every or args.rrule or args.cron:
         with typed_input():
             repeat = parse_duration(args.every, "--every") if args.every else {}
         if args.rrule:
             repeat["rrule"] = args.rrule
+        if args.cron:
+            repeat["cron"] = args.cron
         if args.tz:
             repeat["tz"] = args.tz
         doc["repeat"] = repeat
     if args.timeout is not None:
         doc["timeout"] = parse_timeout(args.timeout)
     doc.update(policy_fields(args))
-    check_task(doc)
+    check_task(doc, min_repeat_s)
     return doc
 
 
@@ -180,9 +183,10 @@ def policy_fields(args) -> dict:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def check_task(doc: dict) -> None:
+def check_task(doc: dict, min_repeat_s: float | None = None) -> None:
     """Refuse here, with the same rules the database applies, what CouchDB would refuse."""
+    from afterd.repeat import DEFAULT_MIN_REPEAT_S
     from afterd.task import check_document
 
     with typed_input():
-        check_document(doc)
+        check_document(doc, DEFAULT_MIN_REPEAT_S if min_repeat_s is None else min_repeat_s)

@@ -9,8 +9,8 @@ from afterd.cli.build import json_arg, text_arg
 from afterd.cli.cronimport import cmd_import_crontab
 from afterd.cli.explain import cmd_explain
 from afterd.cli.jobs import cmd_jobs
-from afterd.cli.tasks import (cmd_add, cmd_cancel, cmd_history, cmd_pause, cmd_reschedule, cmd_resume, cmd_run,
-                              cmd_show, cmd_tasks)
+from afterd.cli.tasks import (cmd_add, cmd_cancel, cmd_history, cmd_next, cmd_pause, cmd_reschedule, cmd_resume,
+                              cmd_run, cmd_show, cmd_tasks)
 from afterd.cli.workers import cmd_clean, cmd_console, cmd_init, cmd_list, cmd_log, cmd_start, cmd_stop
 from afterd.repeat import DURATION_HELP
 
@@ -83,8 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help='when to run: "2026-12-01 03:00", "2026-12-01T03:00:00+01:00"; '
                            "no offset means UTC, or --tz when given")
     when.add_argument("--in", dest="in_", metavar="DURATION", help=f"run after a while: {DURATION_HELP}")
+    # --every, --rrule and --cron exclude each other: the repeat's own rules refuse a pair in
+    # one line (an argparse group would print its usage too).
     p.add_argument("--every", metavar="DURATION", help=f"repeat: {DURATION_HELP}")
     p.add_argument("--rrule", metavar="RULE", help='repeat by an RFC 5545 rule, e.g. "FREQ=DAILY;BYHOUR=3"')
+    p.add_argument("--cron", metavar="EXPR",
+                     help='repeat by a cron expression, e.g. "0 3 * * 1-5" (first run: its first match at or '
+                          "after the date), in --tz wall-clock time")
     p.add_argument("--tz", metavar="ZONE", help="IANA time zone (Europe/Lisbon) for --at and the repeat")
     p.add_argument("--timeout", metavar="SECONDS", help="kill a run after this long (seconds, or a duration like 5m)")
     p.add_argument("--id", help="the task's document id (default: CouchDB picks one)")
@@ -99,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     p.add_argument("--policies", action="store_true",
                    help="its policies in words instead, defaults included (retry, catchup, overlap...)")
+
+    p = command("next", cmd_next, "the task's next runs, as its worker will start them",
+                "The task's next runs, as its worker will start them: its first date or cron match, "
+                "jitter, catch-up of missed occurrences, overlap, until and count applied (each run "
+                "taken to end as it starts). A paused task: the runs that would follow a resume now.")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("-n", "--count", type=int, default=5, metavar="N", help="how many (default 5, at most 1000)")
 
     p = command("history", cmd_history, "the task's last runs, as a table")
     p.add_argument("id", metavar="ID")

@@ -42,7 +42,8 @@ def policy_rows(doc: dict) -> list[tuple[str, str]]:
                "skip": "occurrences due during a run are skipped",
                "replace": "a due occurrence cancels the run and starts"}[policy.overlap]
     limit = policy.history_limit
-    rows = [("retry", retry_text), ("catchup", f"{policy.catchup}: {catchup}{window}"),
+    rows = [("repeat", repeat_words(doc["repeat"]))] if doc.get("repeat") is not None else []
+    rows += [("retry", retry_text), ("catchup", f"{policy.catchup}: {catchup}{window}"),
             ("overlap", f"{policy.overlap}: {overlap}"),
             ("jitter", f"up to {seconds_text(policy.jitter_s)}" if policy.jitter_s else "none"),
             ("history_limit", str(limit) if limit is not None else "the worker's (default 20)")]
@@ -52,6 +53,27 @@ def policy_rows(doc: dict) -> list[tuple[str, str]]:
                      f"job {template.job_name} {json.dumps(template.arguments)}"
                      + (f" on worker {template.worker}" if template.worker else "")))
     return rows
+
+
+def repeat_words(repeat) -> str:
+    """A cron repeat in words ("at 03:00 on Monday to Friday, Lisbon time"); others as
+    `after add --every` takes them ("1M7d (Europe/Lisbon)"); until and count after."""
+    from afterd.cron import CronError, describe
+    from afterd.repeat import repeat_text
+
+    if not isinstance(repeat, dict):
+        return repeat_text(repeat)
+    text = repeat_text(repeat)
+    if isinstance(repeat.get("cron"), str):
+        try:
+            text = f"{describe(repeat['cron'], repeat.get('tz'))} (cron {repeat['cron']})"
+        except CronError:
+            pass
+    if repeat.get("until") is not None:
+        text += f", until {repeat['until']}"
+    if repeat.get("count") is not None:
+        text += f", {repeat['count']} runs in all"
+    return text
 
 
 def seconds_text(seconds: float) -> str:

@@ -15,7 +15,7 @@ def cmd_add(args, settings: Settings) -> int:
     from afterd import clock
     from afterd.couch import Conflict
 
-    doc = build_task(args, clock.now())
+    doc = build_task(args, clock.now(), settings.min_repeat_s)
     couch = open_couch(settings)
     if "_id" in doc:
         try:
@@ -75,6 +75,40 @@ def cmd_show(args, settings: Settings) -> int:
         return EXIT_OK
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+def cmd_next(args, settings: Settings) -> int:
+    """The next runs as the worker will start them (afterd/preview.py replays its rules)."""
+    import sys
+
+    from afterd import clock
+    from afterd.preview import next_runs
+    from afterd.task import TaskError
+
+    if not 1 <= args.count <= 1000:
+        raise UserError(f"-n must be from 1 to 1000, not {args.count}")
+    doc = get_task(open_couch(settings), args.id)
+    try:
+        runs, note = next_runs(doc, clock.now(), args.count)
+    except (TaskError, ValueError, OverflowError) as e:
+        raise UserError(f"task {args.id}: {e}", EXIT_FAILURE) from None
+    tz = (doc.get("repeat") or {}).get("tz") if isinstance(doc.get("repeat"), dict) else None
+    for start in runs:
+        print(run_line(start, tz))
+    if note:
+        print(note, file=sys.stderr)
+    return EXIT_OK
+
+
+def run_line(start, tz) -> str:
+    """'2026-12-07T03:00:00Z  Mon 2026-12-07 03:00:00 WET': the date the worker writes, then
+    the wall-clock time in the repeat's zone (UTC without one)."""
+    from zoneinfo import ZoneInfo
+
+    from afterd.task import format_date
+
+    local = start.astimezone(ZoneInfo(tz)) if tz else start
+    return f"{format_date(start)}  {local:%a %Y-%m-%d %H:%M:%S} {local.tzname()}"
 
 
 def cmd_history(args, settings: Settings) -> int:

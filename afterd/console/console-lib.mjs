@@ -133,12 +133,18 @@ export function repeatWords(repeat, doc) {
   }
   let text = parts.length ? "every " + parts.join(" and ") : "";
   if (repeat.rrule) text = "by the rule " + repeat.rrule;
+  const cron = cronWords(repeat.cron, repeat.tz);
+  if (cron) text = cron + ` (cron ${repeat.cron.trim()})`;
+  else if (repeat.cron) text = "by cron " + repeat.cron;
   if (!text) text = "repeating";
-  if (repeat.tz) text += ` (${repeat.tz} time)`;
+  if (repeat.tz && !cron) text += ` (${repeat.tz} time)`;
   if (repeat.until) text += ", until " + (parseDate(repeat.until) ? utcText(parseDate(repeat.until)) : repeat.until);
   if (repeat.count) text += `, ${repeat.count} runs in all`;
   if (doc && !FINAL.has(doc.status) && parseDate(doc.date)) {
-    text += ", next " + utcText(parseDate(doc.date)).replace(/:00 UTC$/, " UTC");
+    // A cron task no worker has claimed yet keeps the user's date: it first runs at the
+    // first match from there (the claim writes that match into `date`).
+    const unclaimed = repeat.cron && (doc.status === "waiting" || doc.status === "reschedule");
+    text += (unclaimed ? ", from " : ", next ") + utcText(parseDate(doc.date)).replace(/:00 UTC$/, " UTC");
   }
   return text;
 }
@@ -466,4 +472,144 @@ export function explain(doc, heartbeats, design, jobs, now) {
 // As printed: a capital and a full stop (explain.py: sentence).
 export function sentence(text) {
   return text ? text[0].toUpperCase() + text.slice(1) + (text.endsWith(".") ? "" : ".") : text;
+}
+
+// ---- a cron repeat in words (afterd/cron.py describe: the same words; tests/cron_words.json
+// holds both to one table). null for an expression the validator would have refused.
+
+const CRON_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                      "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+                      "@hourly": "0 * * * *"};
+const CRON_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+const CRON_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const DAY_NAMES = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const MONTH_NAMES = ["January", "February", "March", "April", "May", "June", "July", "August",
+                     "September", "October", "November", "December"];
+const CRON_RANGES = [[0, 59], [0, 59], [0, 23], [1, 31], [1, 12], [0, 7]];
+
+function cronNumber(token, unit) {
+  const names = unit === "month" ? CRON_MONTHS : unit === "day of week" ? CRON_DAYS : [];
+  const at = names.indexOf(token.toUpperCase());
+  if (at >= 0) return at + (unit === "month" ? 1 : 0);
+  return /^[0-9]{1,6}$/.test(token) ? parseInt(token, 10) : NaN;
+}
+
+const CRON_UNITS = ["second", "minute", "hour", "day", "month", "day of week"];
+
+// A field's values, sorted and distinct, or null when it cannot be read.
+function cronValues(text, index) {
+  const [low, high] = CRON_RANGES[index], seen = new Set();
+  for (const item of text.split(",")) {
+    const slash = item.indexOf("/"), body = slash < 0 ? item : item.slice(0, slash);
+    const step = slash < 0 ? 1 : (/^[0-9]{1,6}$/.test(item.slice(slash + 1)) ? parseInt(item.slice(slash + 1), 10) : 0);
+    let first, last;
+    if (body === "*") [first, last] = [low, high];
+    else {
+      const dash = body.indexOf("-");
+      first = cronNumber(dash < 0 ? body : body.slice(0, dash), CRON_UNITS[index]);
+      last = dash < 0 ? first : cronNumber(body.slice(dash + 1), CRON_UNITS[index]);
+      if (dash < 0 && slash >= 0) return null;
+    }
+    if (!(step >= 1) || !(first >= low) || !(last <= high) || !(first <= last)) return null;
+    for (let v = first; v <= last; v += step) seen.add(v);
+  }
+  return [...seen].sort((a, b) => a - b);
+}
+
+function ordinalWords(n) {
+  const suffix = n % 100 >= 11 && n % 100 <= 13 ? "th" : ({1: "st", 2: "nd", 3: "rd"}[n % 10] || "th");
+  return n + suffix;
+}
+
+function joinWords(items) {
+  return items.length === 1 ? items[0] : items.slice(0, -1).join(", ") + " and " + items[items.length - 1];
+}
+
+function fieldWords(text, unit, name = String) {
+  const items = [];
+  for (const item of text.split(",")) {
+    const slash = item.indexOf("/"), body = slash < 0 ? item : item.slice(0, slash);
+    const n = slash < 0 ? 1 : parseInt(item.slice(slash + 1), 10);
+    if (body === "*") {
+      items.push(n === 1 ? `every ${unit}` : `every ${ordinalWords(n)} ${unit}`);
+      continue;
+    }
+    const dash = body.indexOf("-");
+    if (dash < 0) {
+      items.push(name(cronNumber(body, unit)));
+      continue;
+    }
+    const first = cronNumber(body.slice(0, dash), unit), last = cronNumber(body.slice(dash + 1), unit);
+    const values = [];
+    for (let v = first; v <= last; v += n) values.push(v);
+    if (n > 1 && values.length <= 6) items.push(...values.map(name));
+    else if (n > 1) items.push(`every ${ordinalWords(n)} ${unit} from ${name(first)} to ${name(last)}`);
+    else items.push(`${name(first)} to ${name(last)}`);
+  }
+  return joinWords(items);
+}
+
+const pad2 = (n) => String(n).padStart(2, "0");
+const clockWords = (h, m, s) => `${pad2(h)}:${pad2(m)}` + (s ? ":" + pad2(s) : "");
+
+function everyWords(field, unit) {
+  if (field === "*") return `every ${unit}`;
+  if (field.startsWith("*/") && !field.includes(",")) {
+    const n = parseInt(field.slice(2), 10);
+    return n === 1 ? `every ${unit}` : `every ${n} ${unit}s`;
+  }
+  return null;
+}
+
+export function cronZoneWords(tz) {
+  if (!tz || tz === "UTC" || tz === "Etc/UTC") return "UTC";
+  if (tz.startsWith("Etc/")) return tz + " time";
+  return tz.split("/").pop().replace(/_/g, " ") + " time";
+}
+
+export function cronWords(text, tz) {
+  if (typeof text !== "string") return null;
+  let stripped = text.replace(/^[ \t]+|[ \t]+$/g, "");
+  if (stripped.startsWith("@")) stripped = CRON_ALIASES[stripped.toLowerCase()] || "";
+  const parts = stripped ? stripped.split(/[ \t]+/) : [];
+  if (parts.length === 5) parts.unshift("0");
+  if (parts.length !== 6) return null;
+  const sets = parts.map(cronValues);
+  if (sets.some((values) => values === null)) return null;
+  const [sec, minute, hour, dom, month, dow] = parts, [seconds, minutes, hours] = sets;
+  const words = [];
+  if (seconds.length === 1 && minutes.length === 1 && hours.length <= 4) {
+    words.push("at " + joinWords(hours.map((h) => clockWords(h, minutes[0], seconds[0]))));
+  } else {
+    const time = [];
+    if (seconds.length > 1) {
+      time.push(everyWords(sec, "second") || "at seconds " + fieldWords(sec, "second"));
+      if (minute !== "*") time.push((minutes.length === 1 ? "of minute " : "of minutes ") + fieldWords(minute, "minute"));
+    } else {
+      time.push(everyWords(minute, "minute") ||
+                (minutes.length === 1 ? "at minute " : "at minutes ") + fieldWords(minute, "minute"));
+      if (seconds[0]) time.push(`at second ${seconds[0]}`);
+    }
+    if (hour === "*") {
+      if (!time[0].startsWith("every")) time.push("of every hour");
+    } else if (hour.startsWith("*/") && !hour.includes(",")) {
+      const n = parseInt(hour.slice(2), 10);
+      time.push(n === 1 ? "of every hour" : `of every ${ordinalWords(n)} hour`);
+    } else {
+      const hourWords = fieldWords(hour, "hour", pad2);
+      time.push("during " + (hourWords.startsWith("every") ? "" : hours.length === 1 ? "hour " : "hours ") + hourWords);
+    }
+    words.push(time.join(" "));
+  }
+  let onDom = null, onDow = null;
+  if (dom !== "*") {
+    const domWords = fieldWords(dom, "day", ordinalWords);
+    onDom = (domWords.startsWith("every") ? "on " : "on the ") + domWords;
+  }
+  if (dow !== "*") onDow = "on " + fieldWords(dow, "day of week", (n) => DAY_NAMES[n % 7]);
+  const dayOr = !dom.startsWith("*") && !dow.startsWith("*");
+  if (onDom && onDow) words.push(dayOr ? `${onDom} or ${onDow}` : `${onDom} if it is ${onDow.slice(3)}`);
+  else if (onDom || onDow) words.push(onDom || onDow);
+  if (month !== "*") words.push("in " + fieldWords(month, "month", (n) => MONTH_NAMES[n - 1]));
+  return words.join(" ") + ", " + cronZoneWords(tz);
 }

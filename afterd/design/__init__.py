@@ -49,6 +49,21 @@ def validate_source(min_repeat_s: float) -> str:
     return source.replace(FLOOR_LINE, f"var MIN_REPEAT_S = {number_text(min_repeat_s)};")
 
 
+def installed_floor(store) -> float | None:
+    """The `min_repeat_s` of the installed _design/after, or None (none installed, or older).
+
+    A worker upgrading the design document keeps it: `after init` sets the floor from its
+    settings, and a worker started with another after.conf must not undo that."""
+    from afterd.couch import NotFound
+    from afterd.fields import is_number
+
+    try:
+        value = store.get(DESIGN_ID).get("min_repeat_s")
+    except NotFound:
+        return None
+    return float(value) if is_number(value) and value >= 0 else None
+
+
 def design_doc(min_repeat_s: float | None = None) -> dict:
     """`min_repeat_s`: the floor (seconds; None: the default, 1; 0: none but the 1 ms offsets have)."""
     from afterd.repeat import DEFAULT_MIN_REPEAT_S
