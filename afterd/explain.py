@@ -119,6 +119,7 @@ def explain(doc: dict, heartbeats: list[dict], design: dict | None, jobs: dict |
         out.append(f"refused: {problem}: a process of worker `{worker}` will end it as error")
         return out
     out.extend(status_sentences(doc, status, worker, beats, live, owner, owner_beat, now))
+    out.extend(schedule_sentences(doc))
     out.extend(skipped_sentences(doc))
     out.extend(last_run_sentences(doc))
     out.extend(job_sentences(doc, beats, live, jobs))
@@ -224,6 +225,19 @@ def status_sentences(doc, status, worker, beats, live, owner, owner_beat, now) -
         elif due is not None and due <= now and (actor or status == "waiting"):
             out.append("it runs as soon as a process of its worker arms it")
     return out
+
+
+def schedule_sentences(doc: dict) -> list[str]:
+    """A cron repeat in words (cron.describe; the page's cronWords says the same)."""
+    from afterd import cron
+
+    rep = doc.get("repeat")
+    if not isinstance(rep, dict) or not isinstance(rep.get("cron"), str):
+        return []
+    try:
+        return [f"it repeats {cron.describe(rep['cron'], rep.get('tz'))} ({rep['cron']})"]
+    except cron.CronError:
+        return []
 
 
 def skipped_sentences(doc: dict) -> list[str]:

@@ -458,6 +458,11 @@ export function explain(doc, heartbeats, design, jobs, now) {
     return out;
   }
   out.push(...statusSentences(doc, status, worker, beats, live, owner, ownerBeat, now));
+  const rep = doc.repeat;
+  if (rep && typeof rep === "object" && typeof rep.cron === "string") {   // explain.py: schedule_sentences
+    const words = cronWords(rep.cron, rep.tz);
+    if (words) out.push(`it repeats ${words} (${rep.cron})`);
+  }
   out.push(...skippedSentences(doc));
   out.push(...lastRunSentences(doc));
   out.push(...jobSentences(doc, beats, live, jobs));
