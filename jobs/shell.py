@@ -15,7 +15,7 @@ not passed on; HOME, LOGNAME and USER come from the account it runs as, SHELL is
 PATH is /usr/bin:/bin, unless `env` sets them. Without `env` the command inherits the worker's
 environment. `user`: run as this account (its groups too); only a worker running as root can
 switch users, any other worker refuses a `user` other than its own. Without `cwd`, a command
-with `user` or `env` starts in the account's home folder, as under cron.
+with `user` or `env` starts in HOME (the account's, or the one `env` sets), as under cron.
 
 Returns {"exit_code", "stdout_tail", "stderr_tail"}; a non-zero exit fails the task with the
 end of its stderr.
@@ -34,8 +34,10 @@ def run(task):
     account = account_of(spec["user"])
     env = environment(spec, account)
     cwd = spec["cwd"]
-    if cwd is None and (spec["user"] is not None or spec["env"] is not None) and account is not None:
-        cwd = account.pw_dir if os.path.isdir(account.pw_dir) else "/"
+    if cwd is None and (spec["user"] is not None or spec["env"] is not None):
+        # As cron: the command starts in HOME (the account's, or a HOME= line of the crontab).
+        home = (env or {}).get("HOME") or (account.pw_dir if account is not None else "/")
+        cwd = home if os.path.isdir(home) else "/"
     switch = {}
     if spec["user"] is not None and account.pw_uid != os.geteuid():
         if os.geteuid() != 0:

@@ -66,6 +66,11 @@ def test_shell_runs_a_script_through_the_shell_with_crons_environment(tmp_path, 
     assert lines[2] == os.path.realpath(pwd.getpwuid(os.geteuid()).pw_dir) or lines[2] == pwd.getpwuid(os.geteuid()).pw_dir
 
 
+def test_shell_script_starts_in_the_home_env_sets(tmp_path):
+    outcome = run_example("shell", {"script": "pwd; echo $HOME", "env": {"HOME": str(tmp_path)}})
+    assert outcome["result"]["stdout_tail"].splitlines() == [str(tmp_path), str(tmp_path)]
+
+
 def test_shell_script_with_another_shell_and_path():
     outcome = run_example("shell", {"script": "echo $BASH_VERSION | cut -c1; exit 4", "shell": "/bin/bash",
                                     "env": {"PATH": "/usr/local/bin:/usr/bin:/bin"}})
