@@ -175,3 +175,10 @@ def test_a_line_put_back_revives_its_canceled_task():
     _t, [step] = plan("0 3 * * * backup\n", existing=stored, imported=stored.values())
     assert step.kind == "update" and step.detail == "was canceled: starts again"
     assert step.doc["status"] == "waiting" and "owner" not in step.doc and "anchor" not in step.doc
+
+
+def test_system_files_are_known_by_their_place():
+    from afterd.cli.cronimport import is_system_file
+
+    assert is_system_file("/etc/crontab") and is_system_file("/etc/cron.d/backup")
+    assert not is_system_file("/home/ana/crontab.txt") and not is_system_file("/etc/cron.daily/logrotate")
