@@ -36,6 +36,9 @@ SHELL_JOB = "shell"
 DEFAULT_SHELL = "/bin/sh"
 DEFAULT_PATH = "/usr/bin:/bin"      # cron's PATH when the file sets none
 ID_PREFIX = "cron-"
+# A job line moved to after, commented out for cron (`--print-disabled`): cron skips it, the
+# import still reads it, so importing the disabled file again changes nothing.
+MOVED = "# after: "
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,11 @@ def parse_crontab(text: str, *, system: bool = False, user: str | None = None) -
     random_delay: int | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if line.startswith(MOVED.strip()):
+            raw = line = line[len(MOVED.strip()):].strip()
+            if not line or ENV_LINE.match(line):
+                continue
+        elif not line or line.startswith("#"):
             continue
         m = ENV_LINE.match(raw)
         if m:
@@ -327,3 +334,12 @@ def plan_import(crontab: Crontab, existing: dict[str, dict], imported: list[dict
         steps.append(Step("cancel", doc["_id"], {**doc, "status": "cancel"}, None,
                           f"no longer in the file (was line {was.get('line', '?')}: {was.get('text', '?')})"))
     return steps
+
+
+def disabled(text: str, lines: set[int]) -> str:
+    """The crontab with these job lines commented out for cron (MOVED before each), the
+    rest as it was: what `after import crontab --print-disabled` prints for `crontab -`."""
+    out = []
+    for number, raw in enumerate(text.splitlines(keepends=True), start=1):
+        out.append(MOVED + raw if number in lines and not raw.lstrip().startswith("#") else raw)
+    return "".join(out)

@@ -182,3 +182,23 @@ def test_system_files_are_known_by_their_place():
 
     assert is_system_file("/etc/crontab") and is_system_file("/etc/cron.d/backup")
     assert not is_system_file("/home/ana/crontab.txt") and not is_system_file("/etc/cron.daily/logrotate")
+
+
+def test_a_disabled_crontab_keeps_what_was_not_imported_and_imports_the_same():
+    """`--print-disabled`: imported lines commented out for cron, but read by the import again."""
+    _t, first = plan(USER_CRONTAB)
+    moved = {s.job.line for s in first}
+    text = crontab.disabled(USER_CRONTAB, moved)
+    lines = text.splitlines()
+    assert lines[7] == "# after: " + USER_CRONTAB.splitlines()[7]
+    assert lines[12] == "@reboot       /usr/local/bin/start-tunnel"      # not imported: cron keeps it
+    assert lines[1] == "MAILTO=ops@example.org" and lines[13] == "CRON_TZ=America/New_York"
+    assert all(lines[n - 1].startswith("# after: ") == (n in moved) for n in range(1, len(lines) + 1)
+               if not USER_CRONTAB.splitlines()[n - 1].startswith("#"))
+    stored = as_stored(first)
+    _t, again = plan(text, existing=stored, imported=stored.values())
+    assert {s.kind for s in again} == {"same"} and len(again) == len(first)
+    # An edit in a disabled line is an edit all the same.
+    _t, edited = plan(text.replace("# after: 0 1 * * 0", "# after: 0 2 * * 0"), existing=stored,
+                      imported=stored.values())
+    assert [s.detail for s in edited if s.kind == "update"] == ["schedule 0 1 * * 0 -> 0 2 * * 0"]

@@ -67,6 +67,15 @@ def test_a_user_crontab_is_printed_then_imported_then_left_alone(couch, couch_ur
     assert "0 created, 0 updated, 0 canceled, 10 unchanged" in again.stdout
     assert {i: d["_rev"] for i, d in imported(couch).items()} == revs
 
+    # Then the crontab, its imported lines commented out for cron, imports as the same
+    disabled = after_import(couch_url, db_name, "-", "--worker", "cron", "--print-disabled", stdin=USER_CRONTAB)
+    assert disabled.returncode == 0 and disabled.stderr == ""
+    assert disabled.stdout.count("\n# after: ") == 10 and "\n@reboot " in disabled.stdout
+    again = after_import(couch_url, db_name, "-", "--worker", "cron", "--apply", stdin=disabled.stdout)
+    assert "0 created, 0 updated, 0 canceled, 10 unchanged" in again.stdout
+    both = after_import(couch_url, db_name, "-", "--worker", "cron", "--apply", "--print-disabled", stdin="")
+    assert both.returncode == 2 and "import first with --apply" in both.stderr
+
     # And an edited schedule updates its task; a removed line's task is canceled
     edited = USER_CRONTAB.replace("0 1 * * 0     find /tmp", "0 2 * * 0     find /tmp") \
                          .replace("@hourly       /usr/local/bin/heartbeat.sh\n", "")

@@ -17,6 +17,7 @@ def cmd_import_crontab(args, settings: Settings) -> int:
     from afterd import clock, crontab
     from afterd.fields import format_date
 
+    check_flags(args)
     text, source, system = read_source(args)
     tz = args.tz or local_zone()
     check_zone(tz)
@@ -28,6 +29,16 @@ def cmd_import_crontab(args, settings: Settings) -> int:
     imported = couch.find({"worker": args.worker, "imported_from.crontab": source})
     steps = crontab.plan_import(table, existing, imported, worker=args.worker, source=source, tz=tz,
                                 now=now, next_date=next_date, catchup=args.catchup)
+    if args.print_disabled:
+        # Only the lines whose task exists as they say: a line not imported yet stays active.
+        moved = {s.job.line for s in steps if s.kind == "same"}
+        sys.stdout.write(crontab.disabled(text, moved))
+        waiting = [s for s in steps if s.kind in ("create", "update")]
+        if waiting:
+            print(f"after: {len(waiting)} line{'s' if len(waiting) != 1 else ''} not imported yet left active "
+                  f"(line {waiting[0].job.line}{' and more' if len(waiting) > 1 else ''}): "
+                  "import with --apply first", file=sys.stderr)
+        return EXIT_OK
     print(f"{source} ({'system' if system else 'user'} format) -> worker {args.worker}, "
           f"times in {tz} unless CRON_TZ says otherwise")
     for step in steps:
@@ -82,6 +93,12 @@ def apply(couch, writes) -> list[tuple[str, str]]:
         return []
     answers = couch.bulk([s.doc for s in writes])
     return [(a.get("id", "?"), a.get("reason") or a.get("error")) for a in answers if a.get("error")]
+
+
+def check_flags(args):
+    if args.print_disabled and args.apply:
+        raise UserError("--print-disabled prints the crontab with the imported lines commented out; "
+                        "import first with --apply, then run it without --apply")
 
 
 def read_source(args) -> tuple[str, str, bool]:

@@ -167,6 +167,9 @@ def add_import(sub, parent) -> None:
                                                  "CRON_TZ lines override it)")
     p.add_argument("--catchup", choices=("none", "one", "all"), default="none",
                    help="runs missed while no worker ran: none, as cron (default), one, or all")
+    p.add_argument("--print-disabled", action="store_true",
+                   help="print the crontab with the lines already imported commented out ('# after: ' before "
+                        "each: cron skips them, the import still reads them), for `| crontab -`; writes nothing")
     p.add_argument("--source", metavar="NAME",
                    help="the name the tasks remember their file by (default: the file's path; "
                         "'user crontab' for stdin): importing under the same name updates them")
