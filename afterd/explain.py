@@ -157,7 +157,7 @@ def final_sentence(doc: dict, status: str) -> str:
 
 
 ASKED = {"pause": "pause it", "resume": "resume it", "run": "run it now, once", "cancel": "cancel it",
-         "reschedule": "move it to " }
+         "reschedule": "move it to "}
 
 
 def status_sentences(doc, status, worker, beats, live, owner, owner_beat, now) -> list[str]:
