@@ -83,6 +83,8 @@ class Acting:
         # A paused task stays paused whoever holds it (a takeover must not resume it).
         status = "paused" if doc.get("status") in ("pause", "paused") else "scheduled"
         claimed = {**doc, "status": status, "owner": self.me.owner_field()}
+        if status == "scheduled":
+            claimed.pop("paused_at", None)   # a resume ends the pause `after explain` tells of
         if run_now:
             # An extra run, due now: the field keeps the request across a crash, and the
             # run's own id (claims.run_id of this instant) keeps it apart from occurrences.
@@ -107,7 +109,9 @@ class Acting:
         self.timers.disarm(entry.id)
         entry.phase = "held"
         if write:
-            self._write(entry, {**entry.doc, "status": "paused", "owner": self.me.owner_field()}, "paused")
+            # paused_at: since when, for `after explain` and the console (a user's `pause` has no date).
+            self._write(entry, {**entry.doc, "status": "paused", "owner": self.me.owner_field(),
+                                "paused_at": format_date(self.now())}, "paused")
         else:
             entry.cool()   # held until a user resumes it (a write cools it too)
 
@@ -131,7 +135,8 @@ class Acting:
             log.info("task %s: skipping missed occurrences: next %s", entry.id, skip.get("date"),
                      extra=about_doc(doc, in_text=True))
             entry.phase = "new"
-            self._write(entry, {**doc, **skip}, "catchup")
+            note = outcomes.skipped_note(doc, skip, self.now())
+            self._write(entry, {**doc, **skip, **({"skipped": note} if note else {})}, "catchup")
             return
         run, due = run_key(doc, task)
         if self._predecessor:   # only after a restart over a journal with open runs

@@ -6,6 +6,7 @@ mean a file in the jobs folder. Like cron, a job file (and the folder) that
 someone else could have written is refused rather than run.
 """
 
+import ast
 import hashlib
 import logging
 import os
@@ -128,3 +129,60 @@ class JobWatcher:
             except Exception:
                 log.exception("job reload handler failed")
         return changed
+
+
+# ---- what cannot be loaded (after jobs; the heartbeat's jobs_broken) -------------------------
+
+MAX_BROKEN_REPORTED = 20      # the heartbeat stays small whatever the folder holds
+MAX_PROBLEM_CHARS = 200
+
+
+def job_names(jobs_dir) -> list[str]:
+    root = Path(jobs_dir)
+    names = {p.stem for p in root.glob("*.py")} | {p.parent.name for p in root.glob("*/__init__.py")}
+    return sorted(n for n in names if not n.startswith("_"))
+
+
+def job_state(root, name: str, trusted_uids: set[int] | None = None) -> str:
+    """'ok', or why job `name` of the folder cannot run: 'syntax error, line 12: invalid
+    syntax', 'refused: ...' (the trust checks), 'no run(task) function'."""
+    try:
+        path = resolve(root, name, trusted_uids)
+        tree = ast.parse(path.read_bytes(), str(path))
+    except SyntaxError as e:
+        return f"syntax error, line {e.lineno}: {e.msg}"
+    except ValueError as e:
+        return f"cannot compile: {e}"
+    except OSError as e:
+        return f"cannot read: {e.strerror}"
+    except JobError as e:   # refused by the trust checks, or not a job name
+        return f"refused: {e}"
+    if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "run"
+               for node in tree.body) and not defines_name(tree, "run"):
+        return "no run(task) function"
+    return "ok"
+
+
+def defines_name(tree, name: str) -> bool:
+    """True if the module binds `name` at top level by assignment or import (run = ...)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == name for a in node.names):
+            return True
+    return False
+
+
+def broken_jobs(jobs_dir, trusted_uids: set[int] | None = None) -> dict[str, str]:
+    """{job: why it cannot run} for the folder's job files that cannot (at most
+    MAX_BROKEN_REPORTED, each reason cut short): what a worker's heartbeat reports."""
+    if not os.path.isdir(jobs_dir):
+        return {}
+    broken = {}
+    for name in job_names(jobs_dir):
+        state = job_state(jobs_dir, name, trusted_uids)
+        if state != "ok":
+            broken[name] = state[:MAX_PROBLEM_CHARS]
+            if len(broken) >= MAX_BROKEN_REPORTED:
+                break
+    return broken

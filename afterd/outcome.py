@@ -296,6 +296,17 @@ def missed_fields(doc: dict, now: datetime, grace_s: float = 1.0) -> dict | None
     return {"date": format_date(date), "occurrence": k_next}
 
 
+def skipped_note(doc: dict, skip: dict, now: datetime) -> dict | None:
+    """What a skip (missed_fields' answer) leaves in the document, for `after explain` and
+    the console: how many occurrences were not run, the first, when that was decided and
+    why (the worker records nothing else of them). None when nothing was skipped."""
+    if "occurrence" not in skip:
+        return None
+    k = int(doc.get("occurrence", 0) or 0)
+    why = "catchup none" if policy_of(doc).catchup == "none" else "older than catchup_window"
+    return {"count": skip["occurrence"] - k, "first": doc.get("date"), "at": format_date(now), "why": why}
+
+
 def first_date(task) -> datetime | None:
     """When the first run of a task dated `task.date` is due: that date, or for a cron
     repeat the first time at or after it that the expression matches (None: until or

@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from afterd import clock
+from afterd import clock, jobs
 from afterd.jobs import JobWatcher, default_trusted_uids
 from afterd.logs import about
 
@@ -84,6 +84,9 @@ class Runner:
         self.journal_path = str(journal_path) if journal_path else None
         self.output_limit = output_limit
         self.reloads = 0
+        # {job: why it cannot run} of the folder, as of start or the last reload; replaced,
+        # never changed in place: the heartbeat thread reads it (jobs_broken).
+        self.broken_jobs: dict[str, str] = {}
         self._watch = watch
         self._watcher: JobWatcher | None = None
         self._lock = threading.Lock()         # the run table
@@ -99,6 +102,7 @@ class Runner:
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self):
+        self._check_jobs()
         self._spawn_zygote()
         if not self._ready.wait(ZYGOTE_START_TIMEOUT_S):
             raise RuntimeError("the runner's zygote process did not start")
@@ -202,6 +206,19 @@ class Runner:
             count = self.reloads
         self._send({"op": "reload"})
         jobs_log.info("jobs reloaded (%d) from %s: %s", count, self.jobs_dir, why)
+        self._check_jobs()
+
+    def _check_jobs(self):
+        """Which job files cannot be loaded, said once per change and in the heartbeat."""
+        try:
+            broken = jobs.broken_jobs(self.jobs_dir, self.trusted_uids)
+        except OSError as e:
+            jobs_log.warning("could not check the jobs in %s: %s", self.jobs_dir, e)
+            return
+        for name, why in sorted(broken.items()):
+            if self.broken_jobs.get(name) != why:
+                jobs_log.error("job %s cannot be loaded: %s", name, why)
+        self.broken_jobs = broken
 
     def _send(self, command: dict) -> bool:
         line = json.dumps(command, default=_json_default).encode() + b"\n"

@@ -94,7 +94,8 @@ def start(worker: Worker, store: Couch):
                     memory_limit_bytes=s.memory_limit_bytes, output_limit=s.output_limit)
     heartbeat = Heartbeat(store.clone(), me, lease_s=s.lease_s, skew_margin_s=s.skew_margin_s,
                           state_dir=worker.state_dir, on_lease=lambda until, why: post("lease", until, why),
-                          on_peer=lambda *a: post("peer", *a), counters=worker.metrics.heartbeat_fields)
+                          on_peer=lambda *a: post("peer", *a),
+                          counters=lambda: heartbeat_fields(worker.metrics, runner))
     writer = Writer(store.clone(), on_result=lambda kind, w, info: post("write", kind, w, info),
                     on_state=lambda ok, why: post("problem", "writer", None if ok else why))
     checkpoint = f"after-feed-{me.process}"
@@ -111,6 +112,16 @@ def start(worker: Worker, store: Couch):
     load(worker, store, clock.epoch_s(), clock.monotonic_s())
     heartbeat.start()
     feed.start()
+
+
+def heartbeat_fields(metrics, runner) -> dict:
+    """What the heartbeat carries under `metrics`: the counters, and the job files this
+    process cannot load ({job: why}; `after explain` and the console tell of them)."""
+    fields = metrics.heartbeat_fields()
+    broken = runner.broken_jobs
+    if broken:
+        fields["jobs_broken"] = broken
+    return fields
 
 
 def load(worker: Worker, store, now_s: float, now_m: float):

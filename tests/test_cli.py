@@ -15,7 +15,7 @@ from couchdb_server import PouchServer
 
 AFTER = Path(sys.executable).parent / "after"
 COMMANDS = ["start", "stop", "log", "list", "clean", "init", "add", "tasks", "show", "cancel",
-            "reschedule", "jobs", "pause", "resume", "run", "history", "console", "next"]
+            "reschedule", "jobs", "pause", "resume", "run", "history", "console", "next", "explain", "import"]
 
 
 @pytest.fixture

@@ -51,6 +51,64 @@ def test_shell_refuses_a_command_string():
     assert "list of strings" in outcome["error"]["message"]
 
 
+
+def test_shell_runs_a_script_through_the_shell_with_crons_environment(tmp_path, monkeypatch):
+    """What `after import crontab` writes: a crontab line's command, its variables, as cron runs it."""
+    monkeypatch.setenv("WORKER_SECRET", "not for jobs")
+    outcome = run_example("shell", {"script": 'echo "$GREETING from $0" | tr a-z A-Z; echo "[$WORKER_SECRET]" "$PATH"; pwd',
+                                    "env": {"GREETING": "hello"}})
+    assert outcome["ok"], outcome
+    lines = outcome["result"]["stdout_tail"].splitlines()
+    assert lines[0] == "HELLO FROM /BIN/SH"
+    # The worker's environment is not passed on; PATH is cron's; the folder is the account's home.
+    assert lines[1] == "[] /usr/bin:/bin"
+    import pwd, os
+    assert lines[2] == os.path.realpath(pwd.getpwuid(os.geteuid()).pw_dir) or lines[2] == pwd.getpwuid(os.geteuid()).pw_dir
+
+
+def test_shell_script_starts_in_the_home_env_sets(tmp_path):
+    outcome = run_example("shell", {"script": "pwd; echo $HOME", "env": {"HOME": str(tmp_path)}})
+    assert outcome["result"]["stdout_tail"].splitlines() == [str(tmp_path), str(tmp_path)]
+
+
+def test_shell_script_with_another_shell_and_path():
+    outcome = run_example("shell", {"script": "echo $BASH_VERSION | cut -c1; exit 4", "shell": "/bin/bash",
+                                    "env": {"PATH": "/usr/local/bin:/usr/bin:/bin"}})
+    assert not outcome["ok"]
+    assert outcome["error"]["message"].startswith("/bin/bash -c 'echo $BASH_VERSION | cut -c1; exit 4' exited with 4: 5")
+
+
+def test_shell_refuses_another_user_unless_the_worker_is_root():
+    import os
+    if os.geteuid() == 0:
+        pytest.skip("runs as root here: switching users is allowed")
+    outcome = run_example("shell", {"script": "id", "user": "root"})
+    assert not outcome["ok"]
+    assert "cannot run as root: the worker runs as" in outcome["error"]["message"]
+    outcome = run_example("shell", {"script": "id", "user": "no-such-user-here"})
+    assert outcome["error"]["message"] == "cannot run as no-such-user-here: no such user on this host"
+
+
+def test_shell_switches_to_the_user_when_the_worker_is_root():
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("not root here: the refusal is tested instead")
+    outcome = run_example("shell", {"script": "id -un; echo $HOME $LOGNAME", "user": "nobody", "env": {}})
+    assert outcome["ok"], outcome
+    assert outcome["result"]["stdout_tail"].splitlines() == ["nobody", "/nonexistent nobody"]
+
+
+def test_shell_runs_as_its_own_user_without_switching():
+    import getpass
+    outcome = run_example("shell", {"script": "id -un", "user": getpass.getuser()})
+    assert outcome["ok"], outcome
+    assert outcome["result"]["stdout_tail"].strip() == getpass.getuser()
+
+
+def test_shell_refuses_script_and_command_together():
+    outcome = run_example("shell", {"script": "echo hi", "command": ["/bin/echo"]})
+    assert "not both" in outcome["error"]["message"]
+
 # ---- http_request ----------------------------------------------------------------------------
 
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -230,3 +230,25 @@ def test_reload_forces_a_fresh_read_and_is_counted(runner, caplog):
     assert runner.runner.reloads == before + 1
     assert any("jobs reloaded" in r.getMessage() for r in caplog.records)
     assert runner.run("bill").result == "v1"
+
+
+def test_broken_jobs_lists_what_cannot_be_loaded_with_the_reason(tmp_path):
+    """What each worker process puts in its heartbeat (metrics.jobs_broken) for `after explain`."""
+    from afterd.jobs import MAX_BROKEN_REPORTED, broken_jobs
+
+    folder = tmp_path / "jobs"
+    folder.mkdir(mode=0o755)
+    (folder / "good.py").write_text("def run(task):\n    return 1\n")
+    (folder / "typo.py").write_text("# one\n# two\ndef run(task)\n    return 1\n")
+    (folder / "norun.py").write_text("x = 1\n")
+    (folder / "open.py").write_text("def run(task):\n    return 1\n")
+    (folder / "open.py").chmod(0o666)
+    (folder / "_helper.py").write_text("def (\n")     # not a job: a leading underscore
+    assert broken_jobs(folder) == {
+        "norun": "no run(task) function",
+        "open": f"refused: job file {folder / 'open.py'} is world-writable: refusing to run it",
+        "typo": "syntax error, line 3: expected ':'"}
+    assert broken_jobs(tmp_path / "missing") == {}
+    for i in range(MAX_BROKEN_REPORTED + 5):
+        (folder / f"bad{i:02d}.py").write_text("def (\n")
+    assert len(broken_jobs(folder)) == MAX_BROKEN_REPORTED      # the heartbeat stays small

@@ -359,3 +359,16 @@ def test_a_run_begun_late_by_catchup(why, fields, start, seconds, date, k):
                **fields)
     got, _ = outcome_fields(doc, outcome, now=now)
     assert (got["date"], got["occurrence"]) == (date, k), why
+
+
+def test_a_skip_leaves_a_note_of_what_was_skipped_and_why():
+    """What `after explain` reads: how many occurrences, the first, when, why (actions._arm writes it)."""
+    from afterd.outcome import missed_fields, skipped_note
+
+    doc = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup="none")
+    skip = missed_fields(doc, NOW)
+    assert skipped_note(doc, skip, NOW) == {"count": 2, "first": "2026-12-01T03:00:00Z",
+                                            "at": format_date(NOW), "why": "catchup none"}
+    windowed = task(repeat={"seconds": 2}, anchor="2026-12-01T03:00:00Z", occurrence=0, catchup_window=3)
+    assert skipped_note(windowed, missed_fields(windowed, NOW), NOW)["why"] == "older than catchup_window"
+    assert skipped_note(doc, {"status": "done"}, NOW) is None

@@ -449,3 +449,39 @@ def test_the_after_command_reports_a_worker_that_cannot_start(systemd_container,
         wait_journal(box, unit, "127.0.0.1:9", "-p", "err")
     finally:
         box.run(["systemctl", "reset-failed", unit], check=False)
+
+
+def readme_cron_drop_in() -> str:
+    """The drop-in README's "Coming from cron" gives for a worker of former cron jobs."""
+    text = (CHECKOUT / "README.md").read_text()
+    block = text[text.index("**As whom.**"):]
+    return block[block.index("```ini\n") + len("```ini\n"):block.index("```", block.index("```ini\n") + 6)]
+
+
+def test_the_readme_s_cron_drop_in_runs_an_imported_line_as_its_user(systemd_container, worker, couch_url,
+                                                                       db_name):
+    """An /etc/crontab line imported for a worker under README's drop-in runs as the line's
+    user (nobody), through its SHELL, with its variables, writing outside the sandbox."""
+    from afterd import crontab
+    from afterd.cli.cronimport import next_date
+
+    box = systemd_container
+    name = "cron" + uuid.uuid4().hex[:6]
+    box.write(f"/etc/systemd/system/after@{name}.service.d/cron.conf", readme_cron_drop_in())
+    box.run(["install", "-m", "644", "/src/jobs/shell.py", f"{JOBS_DIR}/shell.py"])
+    out = f"/var/tmp/{name}.txt"
+    line = ('SHELL=/bin/bash\nGREETING=hello\n'
+            f'* * * * * nobody echo "$GREETING as $(id -un) with $SHELL" > {out}\n')
+    table = crontab.parse_crontab(line, system=True)
+    [step] = crontab.plan_import(table, {}, [], worker=name, source="/etc/crontab", tz="UTC",
+                                 now=datetime.now(timezone.utc), next_date=next_date)
+    _, unit = worker(name)
+    assert show(box, unit, "User") == "root"
+    reply = requests.put(f"{couch_url}/{db_name}/{step.task_id}", json=step.doc, timeout=10)
+    assert reply.status_code == 201, reply.text
+    doc = wait_status(couch_url, db_name, step.task_id, {"scheduled", "error"}, timeout_s=30)
+    wait_for(lambda: requests.get(f"{couch_url}/{db_name}/{step.task_id}", timeout=10).json().get("runs"),
+             120, "the imported line's first run (at the next minute)", interval_s=1)
+    doc = requests.get(f"{couch_url}/{db_name}/{step.task_id}", timeout=10).json()
+    assert doc["last_run"]["status"] == "done", doc["last_run"]
+    assert box.run(["cat", out]).stdout == "hello as nobody with /bin/bash\n"

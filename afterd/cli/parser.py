@@ -6,6 +6,8 @@ import argparse
 from afterd import __version__
 from afterd.cli import PROG, settings_parent
 from afterd.cli.build import json_arg, text_arg
+from afterd.cli.cronimport import cmd_import_crontab
+from afterd.cli.explain import cmd_explain
 from afterd.cli.jobs import cmd_jobs
 from afterd.cli.tasks import (cmd_add, cmd_cancel, cmd_history, cmd_next, cmd_pause, cmd_reschedule, cmd_resume,
                               cmd_run, cmd_show, cmd_tasks)
@@ -130,7 +132,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("date", metavar="DATE", help='new date: "2026-12-01 03:00" (UTC) or ISO 8601 with an offset')
 
     command("jobs", cmd_jobs, "jobs in the jobs folder, and those that cannot be loaded")
+    p = command("explain", cmd_explain, "why a task is where it is, and what its worker does next, in sentences",
+                "Say in sentences what the task's worker will do with it and why: when it runs next and on "
+                "which process, whether that process is alive, a pause, a refusal, a job that cannot be "
+                "loaded (from the processes' heartbeats and this machine's jobs folder), skipped occurrences.")
+    p.add_argument("id", metavar="ID")
+    add_import(sub, parent)
     return parser
+
+
+def add_import(sub, parent) -> None:
+    """`after import crontab`: a crontab's lines as tasks of the shell job."""
+    p = sub.add_parser("import", parents=[parent], help="bring schedules from elsewhere: after import crontab",
+                       description="Bring schedules from elsewhere into tasks.")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    p = kinds.add_parser("crontab", parents=[parent], help="a crontab's lines as tasks of the shell job",
+                         description="Read a user crontab (crontab -l | after import crontab - --worker W) or a "
+                                     "system one (/etc/crontab, /etc/cron.d/*: with a user field) and print the "
+                                     "tasks it would create, update or cancel; --apply writes them. Importing the "
+                                     "same file again changes nothing; a line's task keeps its id when its "
+                                     "schedule is edited. @reboot and commands with an unescaped % are listed, "
+                                     "not imported.")
+    p.set_defaults(func=cmd_import_crontab)
+    p.add_argument("file", metavar="FILE", nargs="?", default="-", help="the crontab file, or - for stdin (default)")
+    p.add_argument("--worker", required=True, help="the worker that runs the tasks")
+    p.add_argument("--apply", action="store_true", help="write the tasks (without it nothing is written)")
+    p.add_argument("--user", metavar="NAME",
+                   help="run a user crontab's lines as NAME (needs a worker running as root); default: the "
+                        "worker's user. A system crontab's lines run as their user field")
+    p.add_argument("--system", action="store_true",
+                   help="the file has a user field after the schedule (automatic for /etc/crontab and /etc/cron.d/*)")
+    p.add_argument("--tz", metavar="ZONE", help="the time zone of the schedules (default: this machine's; "
+                                                 "CRON_TZ lines override it)")
+    p.add_argument("--catchup", choices=("none", "one", "all"), default="none",
+                   help="runs missed while no worker ran: none, as cron (default), one, or all")
+    p.add_argument("--print-disabled", action="store_true",
+                   help="print the crontab with the lines already imported commented out ('# after: ' before "
+                        "each: cron skips them, the import still reads them), for `| crontab -`; writes nothing")
+    p.add_argument("--source", metavar="NAME",
+                   help="the name the tasks remember their file by (default: the file's path; "
+                        "'user crontab' for stdin): importing under the same name updates them")
 
 
 def add_policy_flags(p) -> None:

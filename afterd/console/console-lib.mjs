@@ -244,6 +244,247 @@ export function parseWhen(text, tz) {
 }
 
 
+// ---- why, and when next: the task page's explanation --------------------------------------------
+// A port of afterd/explain.py (what `after explain ID` prints): the same sentences from the same
+// document, heartbeats, design document and jobs. tests/explain_cases.json holds the two equal
+// (tests/test_explain.py runs the Python, tests/browser/test_console_lib.py this).
+
+export function span(seconds) {
+  let s = Math.floor(Math.max(0, seconds));
+  const days = Math.floor(s / 86400); s -= days * 86400;
+  const hours = Math.floor(s / 3600); s -= hours * 3600;
+  const minutes = Math.floor(s / 60); s -= minutes * 60;
+  if (days) return `${days} day${days !== 1 ? "s" : ""}` + (hours ? ` ${hours} h` : "");
+  if (hours) return `${hours} h` + (minutes ? ` ${minutes} min` : "");
+  if (minutes) return `${minutes} min` + (s ? ` ${s} s` : "");
+  return `${s} s`;
+}
+
+function xAt(value) {
+  const d = parseDate(value);
+  return d ? utcText(d) : String(value);
+}
+function xRelative(value, now) {
+  const d = parseDate(value);
+  if (!d) return "?";
+  const delta = (d.getTime() - now.getTime()) / 1000;
+  return delta >= 0 ? `in ${span(delta)}` : `${span(-delta)} ago`;
+}
+const HEARTBEAT_PREFIX = "after:process:";
+function xProcess(beat) {
+  return String(beat._id || "").slice(HEARTBEAT_PREFIX.length);
+}
+// claims.lease_expired with no skew margin.
+export function leaseHolds(beat, now) {
+  if (!beat || beat.stopped) return false;
+  const expires = parseDate(beat.expires_at);
+  return !!expires && now.getTime() <= expires.getTime();
+}
+function goneWords(beat, now) {
+  if (beat.stopped) return `stopped ${xRelative(beat.expires_at || beat.beat_at, now)}`;
+  return `stopped renewing its lease ${xRelative(beat.beat_at, now)}`;
+}
+function byBeat(a, b) {
+  return String(a.beat_at || "").localeCompare(String(b.beat_at || "")) || String(a._id || "").localeCompare(String(b._id || ""));
+}
+function noLiveProcess(worker, beats, now) {
+  if (!beats.length) {
+    return `no process of worker \`${worker}\` has a heartbeat in this database: none runs, or none has run yet (after start ${worker})`;
+  }
+  const last = beats.slice().sort(byBeat).at(-1);
+  return `no live process of worker \`${worker}\` (the last one, on ${last.host === undefined ? "?" : last.host}, ${goneWords(last, now)})`;
+}
+// claims.may_have_started without a journal: could the dead owner have begun the run due at `date`?
+function mayHaveStarted(date, beat) {
+  if (!beat) return true;
+  if (beat.stopped) return false;
+  const expires = parseDate(beat.expires_at);
+  return !expires || date.getTime() <= expires.getTime();
+}
+const ASKED = {pause: "pause it", resume: "resume it", run: "run it now, once", cancel: "cancel it", reschedule: "move it to "};
+const KNOWN = new Set(STATUSES.concat(["err"]));
+
+function policySeconds(value) {
+  if (typeof value === "number") return value;
+  try {
+    const o = parseDuration(String(value));
+    if (o.years || o.months) return null;
+    return addOffset(new Date(0), o).getTime() / 1000;
+  } catch (e) {
+    return null;
+  }
+}
+// outcome.missed_fields, for what the sentences need: would arming it now skip missed occurrences, and why.
+function skipWhy(doc, now, graceS) {
+  if (!doc.repeat || typeof doc.repeat !== "object" || doc.run_now !== undefined) return null;
+  const due = parseDate(doc.date);
+  if (!due || due.getTime() > now.getTime() - graceS * 1000) return null;
+  if (doc.catchup === "none") return "catchup none";
+  const window = doc.catchup_window === undefined ? null : policySeconds(doc.catchup_window);
+  if (window !== null && due.getTime() < now.getTime() - window * 1000) return "older than catchup_window";
+  return null;
+}
+
+function finalSentence(doc, status) {
+  const when = doc.finished_at ? ` at ${xAt(doc.finished_at)}` : "";
+  if (status === "done") {
+    const runs = doc.runs;
+    const ran = Number.isInteger(runs) && runs ? `it ran ${runs} time${runs !== 1 ? "s" : ""} and ` : "";
+    return `done${when}: ${ran}will not run again`;
+  }
+  if (status === "canceled") return `canceled${when} by a user: it will not run again`;
+  const err = doc.error && typeof doc.error === "object" ? doc.error : {};
+  if (err.type === "InvalidTask") return `refused${when}: ${err.message}`;
+  const what = err.type ? `${err.type}: ${err.message}` : (err.message === undefined ? "no reason recorded" : String(err.message));
+  return `failed${when}: ${what}; it will not run again`;
+}
+
+function statusSentences(doc, status, worker, beats, live, owner, ownerBeat, now) {
+  const date = doc.date;
+  const out = [];
+  const ownerAlive = !!owner && leaseHolds(ownerBeat, now);
+  let actor, where = null, recover = false;
+  if (ownerAlive) {
+    actor = ownerBeat;
+    where = `on process ${owner}, alive (lease renewed ${xRelative(ownerBeat.beat_at, now)})`;
+  } else {
+    actor = live.length ? live[0] : null;
+    if (owner) {
+      // claims.takeover
+      const due = parseDate(date) || now;
+      if (status === "running") recover = true;
+      else if (status === "scheduled") recover = due.getTime() <= now.getTime() && mayHaveStarted(due, ownerBeat);
+    }
+  }
+  if (status === "paused") {
+    const since = doc.paused_at;
+    out.push(since ? `paused since ${xAt(since)} (${xRelative(since, now)}) by a user: no process arms it until it is resumed (after resume ID)`
+                   : "paused by a user: no process arms it until it is resumed (after resume ID)");
+  } else if (status === "running") {
+    const started = (doc.running && typeof doc.running === "object" && doc.running.started_at) || doc.started_at;
+    out.push(`running since ${xAt(started)} (${xRelative(started, now)})` + (where ? `, ${where}` : ""));
+  } else if (ASKED[status] !== undefined) {
+    const wish = ASKED[status] + (status === "reschedule" ? xAt(date) : "");
+    out.push(`a user asked to ${wish}; ` + (actor ? `process ${xProcess(actor)} does so as it reads it` : "no process has done so yet"));
+  } else if (status === "scheduled" || status === "waiting") {
+    const due = parseDate(date);
+    if (due && due.getTime() > now.getTime()) {
+      out.push(`${where || actor ? "runs next" : "due"} at ${xAt(date)} (${xRelative(date, now)})` + (where ? `, ${where}` : ""));
+    } else {
+      out.push(`was due at ${xAt(date)} (${xRelative(date, now)})` + (where ? `, ${where}` : ""));
+    }
+    if (status === "waiting") {
+      out.push(`waiting for a process of worker \`${worker}\` to take it` + (actor ? `: ${xProcess(actor)} is alive` : ""));
+    }
+  }
+  if (owner && !ownerAlive) {
+    out.push(ownerBeat ? `its process ${owner} (on ${ownerBeat.host === undefined ? "?" : ownerBeat.host}) ${goneWords(ownerBeat, now)}`
+                       : `its process ${owner} has no heartbeat any more`);
+  }
+  if (!live.length) out.push(noLiveProcess(worker, beats, now));
+  else if (owner && !ownerAlive) out.push(`process ${xProcess(actor)} of worker \`${worker}\` is alive: it takes the task over`);
+  if (recover) {
+    out.push("its run may have begun before its process went away: the process that takes it over ends " +
+             "that run as error (Interrupted), or runs it again if its retry allows");
+  } else if (["scheduled", "waiting", "resume"].includes(status)) {
+    const why = skipWhy(doc, now, status === "resume" ? 0 : 1);
+    const due = parseDate(date);
+    if (why) {
+      out.push(`its date passed ${span((now.getTime() - due.getTime()) / 1000)} ago with no run: ${why}, so ` +
+               "the process that arms it skips the missed occurrences and waits for the next");
+    } else if (due && due.getTime() <= now.getTime() && (actor || status === "waiting")) {
+      out.push("it runs as soon as a process of its worker arms it");
+    }
+  }
+  return out;
+}
+
+function lastHistory(doc) {
+  const h = Array.isArray(doc.history) ? doc.history : [];
+  const last = h.length ? h[h.length - 1] : null;
+  return last && typeof last === "object" ? last : null;
+}
+function skippedSentences(doc) {
+  const note = doc.skipped;
+  if (!note || typeof note !== "object" || !parseDate(note.at)) return [];
+  const last = lastHistory(doc) || {};
+  if (parseDate(last.start) && parseDate(last.start) > parseDate(note.at)) return [];
+  const first = parseDate(note.first);
+  const down = first ? span((parseDate(note.at) - first) / 1000) : "?";
+  const what = note.count === 1 ? `the ${xAt(note.first)} occurrence was` : `${note.count} occurrences from ${xAt(note.first)} were`;
+  return [`${what} skipped at ${xAt(note.at)}: ${note.why} after ${down} of downtime`];
+}
+function lastRunSentences(doc) {
+  const last = lastHistory(doc);
+  if (!last || last.status === undefined || last.status === null || last.status === "done") return [];
+  const err = last.error && typeof last.error === "object" ? last.error : {};
+  const what = err.type ? `${err.type}: ${err.message}` : (err.message === undefined ? "" : String(err.message));
+  return [`its last run (started ${xAt(last.start)}) ended ${last.status}` + (what ? `: ${what}` : "")];
+}
+function jobSentences(doc, beats, live, jobs) {
+  const job = doc.job && typeof doc.job === "object" ? doc.job.name : undefined;
+  const out = [];
+  const latest = beats.slice().sort(byBeat).slice(-1);
+  for (const beat of (live.length ? live : latest)) {
+    const metrics = beat.metrics && typeof beat.metrics === "object" ? beat.metrics : {};
+    const broken = metrics.jobs_broken && typeof metrics.jobs_broken === "object" ? metrics.jobs_broken : {};
+    const failing = Array.isArray(metrics.jobs_failing) ? metrics.jobs_failing : [];
+    const host = beat.host === undefined ? "?" : beat.host;
+    if (Object.prototype.hasOwnProperty.call(broken, job)) {
+      out.push(`job \`${job}\` cannot be loaded on ${host}: ${broken[job]} (reported by its heartbeat)`);
+    } else if (failing.includes(job)) {
+      out.push(`job \`${job}\` could not be loaded by its latest run on ${host} (reported by its heartbeat)`);
+    }
+  }
+  if (jobs !== null && jobs !== undefined) {
+    const state = Object.prototype.hasOwnProperty.call(jobs, job) ? jobs[job] : undefined;
+    if (state === undefined) out.push(`there is no job \`${job}\` in this machine's jobs folder`);
+    else if (state !== "ok") out.push(`in this machine's jobs folder, job \`${job}\` cannot run: ${state}`);
+  }
+  return out;
+}
+
+// explain(doc, heartbeats, design, jobs, now) -> sentences. design: the design document or null;
+// jobs: {job: "ok" or why not} of a jobs folder, or null (the page knows none).
+export function explain(doc, heartbeats, design, jobs, now) {
+  const worker = String(doc.worker);
+  const beats = (heartbeats || []).filter((b) => b && typeof b === "object" && b.type === "process" && b.worker === worker);
+  const live = beats.filter((b) => leaseHolds(b, now));
+  const owner = doc.owner && typeof doc.owner === "object" ? doc.owner.process : undefined;
+  const ownerBeat = owner ? beats.find((b) => xProcess(b) === owner) || null : null;
+  const status = doc.status === "err" ? "error" : doc.status;
+  if (!KNOWN.has(status)) {
+    return [`refused: status: ${JSON.stringify(doc.status)} is not a status: a process of worker \`${worker}\` ends it as error`];
+  }
+  const out = [];
+  if (!design) out.push("this database has no _design/after: nothing validates its tasks, and no worker (nor after init) has prepared it");
+  if (FINAL.has(status)) {
+    out.push(finalSentence(doc, status));
+    if (status === "error") out.push(...jobSentences(doc, beats, live, jobs));   // a job file that cannot be loaded
+    return out;
+  }
+  out.push(...statusSentences(doc, status, worker, beats, live, owner, ownerBeat, now));
+  const rep = doc.repeat;
+  if (rep && typeof rep === "object" && typeof rep.cron === "string") {   // explain.py: schedule_sentences
+    const words = cronWords(rep.cron, rep.tz);
+    if (words) out.push(`it repeats ${words} (${rep.cron})`);
+  }
+  out.push(...skippedSentences(doc));
+  out.push(...lastRunSentences(doc));
+  out.push(...jobSentences(doc, beats, live, jobs));
+  const conflicts = doc._conflicts;
+  if (Array.isArray(conflicts) && conflicts.length) {
+    out.push(`the document has ${conflicts.length} conflicting revision${conflicts.length !== 1 ? "s" : ""} ` +
+             "(copies on a cluster's nodes disagreed, or a write quorum was not reached): the worker resolves them when it reads it");
+  }
+  return out;
+}
+
+// As printed: a capital and a full stop (explain.py: sentence).
+export function sentence(text) {
+  return text ? text[0].toUpperCase() + text.slice(1) + (text.endsWith(".") ? "" : ".") : text;
+}
+
 // ---- a cron repeat in words (afterd/cron.py describe: the same words; tests/cron_words.json
 // holds both to one table). null for an expression the validator would have refused.
 

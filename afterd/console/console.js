@@ -8,6 +8,7 @@ import {
   elapsed, isoUTC, jobName, json, parseDate, parseDuration, parseWhen, plural,
   query, repeatWords, startTicking, statusBadge, taskLink, when,
 } from "./console-lib.mjs";
+import {explain, sentence} from "./console-lib.mjs";   // the task page's "Why, and when next"
 
 (() => {
   // /<db>/_design/after/console.html, whether served by CouchDB or by `after console`.
@@ -664,6 +665,7 @@ import {
       el("p", {}, el("a", {href: "#tasks"}, "← all tasks")),
       el("h2", {}, "Task ", el("code", {}, doc._id)),
       actionsFor(doc, status),
+      await explainPanel(doc),
       section("Fields", dl),
       section(Array.isArray(doc.history) ? "Run history" : "Last run", history),
       el("details", {}, el("summary", {text: "The whole document (JSON)"}), el("pre", {class: "json"}, json(doc))));
@@ -699,6 +701,23 @@ import {
       outputCache.set(key, await resp.text());
     }
     return el("pre", {class: "output"}, outputCache.get(key));
+  }
+
+  // ---- why, and when next: what `after explain ID` says, built by console-lib.mjs's explain() -----
+
+  async function explainPanel(doc) {
+    let beats = [], design = null;
+    try {
+      [beats, design] = await Promise.all([heartbeats(),
+        api("GET", DESIGN).catch((e) => (e.status === 404 ? null : Promise.reject(e)))]);
+    } catch (e) {
+      return section("Why, and when next", el("p", {class: "muted", text: "Cannot tell: " + e.message}));
+    }
+    // The page sees no jobs folder (null): what the heartbeats report of the jobs is said.
+    const lines = explain(doc, beats, design, null, new Date());
+    return el("section", {class: "card explain", id: "explain", "aria-label": "why, and when next"},
+      el("h3", {text: "Why, and when next"}),
+      el("ul", {}, lines.map((line) => el("li", {text: sentence(line)}))));
   }
 
   function durationOf(start, end, given) {

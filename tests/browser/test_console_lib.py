@@ -116,3 +116,28 @@ def test_in_ten_minutes_and_now_are_from_the_browsers_clock():
 ])
 def test_repeat_in_words(repeat, doc, words):
     assert run_node(f"console.log(JSON.stringify(lib.repeatWords({json.dumps(repeat)}, {json.dumps(doc)})))") == words
+
+
+# ---- why, and when next (console-lib.mjs explain, afterd/explain.py) ----------------------------
+
+EXPLAIN_CASES = ROOT / "tests" / "explain_cases.json"
+
+
+def test_the_page_explains_a_task_as_after_explain_does():
+    """Every case of the table both read: the page's sentences are the CLI's, word for word."""
+    cases = json.loads(EXPLAIN_CASES.read_text())
+    got = run_node(f"""
+        const cases = {json.dumps(cases)};
+        console.log(JSON.stringify(cases.map((c) => lib.explain(c.doc, c.heartbeats,
+          c.design ? {{_id: "_design/after"}} : null, c.jobs, new Date(c.now)))));""")
+    mismatched = [(case["case"], said, case["say"]) for case, said in zip(cases, got) if said != case["say"]]
+    assert mismatched == []
+    assert len(got) == len(cases) >= 20
+
+
+def test_spans_and_sentences_as_the_cli_prints_them():
+    from afterd.explain import sentence, span
+
+    seconds = [0, 4.9, 59, 60, 65, 3600, 3660, 11520, 86399, 86400, 2 * 86400 + 7200]
+    got = run_node(f"console.log(JSON.stringify([{json.dumps(seconds)}.map(lib.span), lib.sentence('runs next')]))")
+    assert got == [[span(s) for s in seconds], sentence("runs next")]
