@@ -85,9 +85,10 @@ class Acting:
             return True   # decide() says what to do with it
         return claims.rendezvous(doc["_id"], self._view or (self.me.process,)) == self.me.process
 
-    def _ev_view(self, view):
+    def _ev_view(self, view, alive):
         """The heartbeat scan's live processes. When they change, the unowned tasks we left
         to others are decided again: a process that went leaves its share to the rest."""
+        self._alive = alive
         view = tuple(view)
         if view == self._view:
             return

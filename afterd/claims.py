@@ -156,6 +156,12 @@ def joined(heartbeat: dict, now: datetime, lease_s: float) -> bool:
     return now >= since + timedelta(seconds=lease_s * 0.75)
 
 
+def alive(beats: list[dict], now: datetime, skew_margin_s: float) -> frozenset:
+    """The processes whose lease holds, joined or not (a run's fence holder among them
+    will write that run's outcome)."""
+    return frozenset(b["_id"][len(HEARTBEAT_PREFIX):] for b in beats if not lease_expired(b, now, skew_margin_s))
+
+
 def live_view(me: str, beats: list[dict], now: datetime, skew_margin_s: float, lease_s: float) -> tuple[str, ...]:
     """The processes that share a worker's unowned tasks, as this process sees them now:
     the live, joined ones (this one included once joined, or at once when it is alone)."""

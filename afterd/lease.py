@@ -16,7 +16,7 @@ import threading
 
 from afterd import clock, journal
 from afterd.claims import (HEARTBEAT_PREFIX, Identity, heartbeat_doc, heartbeat_prefix, heartbeats_of,
-                           lease_expired, live_view)
+                           alive, lease_expired, live_view)
 from afterd.couch import Conflict, CouchError, NotFound
 
 log = logging.getLogger("after.lease")
@@ -150,7 +150,8 @@ class Heartbeat(threading.Thread):
         worker = self.me.worker
         beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
         if self.on_view is not None:
-            self.on_view(live_view(self.me.process, beats, now, self.skew_margin_s, self.lease_s))
+            self.on_view(live_view(self.me.process, beats, now, self.skew_margin_s, self.lease_s),
+                         alive(beats, now, self.skew_margin_s) | {self.me.process})
         for beat in beats:
             process = beat["_id"][len(HEARTBEAT_PREFIX):]
             if process == self.me.process:

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from afterd import claims
 from afterd import fences as fencing
+from afterd.conflicts import runs_of
 from afterd import outcome as outcomes
 from afterd.logs import about, about_doc
 from afterd.metrics import outcome_kind
@@ -117,11 +118,11 @@ class Running:
         lives, ask for the fence again (it hands back a fence it did not use); once it is
         gone, that run may have started: end it as interrupted (claims.may_have_started)."""
         holder, run = entry.fenced_by, entry.run_id
-        if holder != self.me.process and holder in (self._view or ()):
+        if holder != self.me.process and holder in self._alive:
             entry.phase = "armed"
             self._begin(entry, parse_task(entry.doc), self.now_s)
             return
-        entry.phase = "new"
+        entry.phase, entry.taking_from = "new", holder
         self._interrupted(entry, run, f"process {holder} held its fence and is gone")
 
     def _queued_since(self, date_s: float) -> float | None:
@@ -219,6 +220,13 @@ class Running:
 
     def _write_outcome(self, entry, base):
         """Put the pending outcome onto `base` (the current version) and write it."""
+        if entry.taking_from and runs_of(base) >= int(entry.outcome.get("runs") or 0):
+            # We were ending a gone process's run as interrupted, and the task now records
+            # that run already (its process came back and wrote the real outcome): keep that.
+            log.info("task %s: the run of %s is recorded already; not writing it as interrupted",
+                     base["_id"], entry.taking_from, extra=about_doc(base, entry.run_id, in_text=True))
+            self._forget(base["_id"], "recorded by its holder")
+            return
         owner = claims.owner_of(base)
         # Taken over while our run went on, on a cluster: the run was this occurrence's one
         # run (its fence was ours), so its outcome goes onto the task as its new owner holds it.

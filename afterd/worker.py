@@ -77,6 +77,7 @@ class Worker(Acting, Running, Recovering):
         self.fences = None
         self._view: tuple[str, ...] | None = None   # live processes sharing our unowned tasks
         self._parked: dict[str, dict] = {}       # unowned tasks in another process's share
+        self._alive: frozenset = frozenset()     # processes whose lease holds, as last read
         self.now_s, self.now_m = clock.epoch_s(), clock.monotonic_s()   # the turn's instant
         # metrics: host and slot are known once attach() is told them
         self.metrics = Metrics(settings.metrics_dir, worker=name, host=settings.host, slot=0,
@@ -88,7 +89,7 @@ class Worker(Acting, Running, Recovering):
         self.me, self.journal, self._predecessor = me, journal_, predecessor
         self.runner, self.heartbeat, self.writer, self.feed = runner, heartbeat, writer, feed
         self.fences = fences
-        heartbeat.on_view = lambda view: self._post("view", view)
+        heartbeat.on_view = lambda view, alive: self._post("view", view, alive)
         self.metrics.host, self.metrics.slot = me.host, me.slot   # metrics
 
     def _post(self, *event):
