@@ -38,6 +38,8 @@ from afterd.lease import Heartbeat
 from afterd.worker import Worker
 from afterd.writer import Writer
 
+from greenlet import getcurrent, greenlet
+
 from cluster_model import Cluster
 from stepped import SteppedClock, StepRunner
 
@@ -57,54 +59,48 @@ class NoWait(threading.Condition):
 
 
 class Op:
-    """One operation of a component, in its own thread, stepped request by request."""
+    """One operation of a component, stepped request by request: a greenlet that switches
+    back to the scheduler at each Store call and is resumed when the schedule grants it."""
 
     def __init__(self, sim, proc, label, fn, done):
         self.sim, self.proc, self.label, self.fn, self.done = sim, proc, label, fn, done
         self.request = None          # (name, args, kwargs) waiting for a grant
         self.finished = False
-        self._to_op = threading.Semaphore(0)
-        self._to_sched = threading.Semaphore(0)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        self._to_sched.acquire()     # until its first request, or its end
+        self.result = self.error = None
+        self.glet = greenlet(self._run)
+        sim.ops_by_glet[self.glet] = self
+        self.glet.switch()           # until its first request, or its end
 
     def _run(self):
-        self.sim.current[threading.get_ident()] = self
         try:
             self.result = self.fn()
-            self.error = None
         except BaseException as e:   # handed to the scheduler, which fails the schedule
-            self.result, self.error = None, e
+            self.error = e
         self.finished = True
-        self.sim.current.pop(threading.get_ident(), None)
-        self._to_sched.release()
+        del self.sim.ops_by_glet[self.glet]
 
     def call(self, name, args, kwargs):
         self.request = (name, args, kwargs)
-        self._to_sched.release()
-        self._to_op.acquire()
+        ret, exc = self.glet.parent.switch()
         self.request = None
-        if self._exc is not None:
-            raise self._exc
-        return self._ret
+        if exc is not None:
+            raise exc
+        return ret
 
     def grant(self):
         """Serve the waiting request (on the model, atomically), let the op go on to its next."""
         name, args, kwargs = self.request
-        node = self.proc.node
         try:
-            self._ret, self._exc = getattr(node, name)(*args, **kwargs), None
+            ret, exc = getattr(self.proc.node, name)(*args, **kwargs), None
         except Exception as e:
-            self._ret, self._exc = None, e
-        self.sim.log(f"{self.proc.name} {self.label}: {describe(name, args, self._ret, self._exc)}")
-        self._to_op.release()
-        self._to_sched.acquire()
+            ret, exc = None, e
+        self.sim.log(f"{self.proc.name} {self.label}: {describe(name, args, ret, exc)}")
+        self.glet.switch((ret, exc))
 
 
 class Gate:
-    """The store a process's components hold: from an op's thread, each call is a request
-    that waits for the schedule; from the scheduler's (start-up), a plain call."""
+    """The store a process's components hold: inside an op, each call is a request that
+    waits for the schedule; outside one (start-up), a plain call."""
 
     def __init__(self, sim, proc):
         self.sim, self.proc = sim, proc
@@ -119,7 +115,7 @@ class Gate:
             return target
 
         def call(*args, **kwargs):
-            op = self.sim.current.get(threading.get_ident())
+            op = self.sim.ops_by_glet.get(getcurrent())
             if op is None:
                 return target(*args, **kwargs)
             return op.call(name, args, kwargs)
@@ -244,7 +240,7 @@ class Sim:
         self.t0 = self.clock.t
         afterd_clock.epoch_s, afterd_clock.monotonic_s = self.clock.epoch_s, self.clock.monotonic_s
         self.cluster = Cluster(random.Random(rng.getrandbits(64)))
-        self.current: dict[int, Op] = {}
+        self.ops_by_glet: dict = {}
         self.trace: deque = deque(maxlen=60)
         self.step_no = 0
         self.starts: list[tuple[str, float, str]] = []
