@@ -78,24 +78,6 @@ def runs_of(doc: dict) -> int:
     return int(runs) if isinstance(runs, (int, float)) and not isinstance(runs, bool) and runs >= 0 else 0
 
 
-def is_claim_race(leaves: list[dict]) -> bool:
-    """Leaves that are only rival claims of one task: made from one revision by processes
-    that each thought it free, none of them run or edited since.
-
-    On a cluster such a conflict has a known winner that no document shows: the claim
-    CouchDB answered 201 (a write quorum took it). The others were answered 202, and
-    their processes remove their own leaf (afterd/writer.py). Resolving it here by rule
-    1 could hand the task to a 202 loser while the 201 winner has begun its run (a run
-    is written `running` only after RUNNING_WRITE_HOLD_S), so nobody resolves it: each
-    process goes on with its own leaf until the losers have conceded, or until the
-    task's next change makes it an ordinary conflict (the winner's run gets furthest).
-    """
-    owners = {owner_of(d) for d in leaves}
-    return (len(leaves) > 1 and len(owners) == len(leaves) and None not in owners
-            and all(status_of(d) == "scheduled" for d in leaves)
-            and len({runs_of(d) for d in leaves}) == 1)
-
-
 def couch_winner(leaves: list[dict]) -> dict:
     return max(leaves, key=lambda d: rev_key(d["_rev"]))
 

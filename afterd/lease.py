@@ -15,7 +15,8 @@ import logging
 import threading
 
 from afterd import clock, journal
-from afterd.claims import HEARTBEAT_PREFIX, Identity, heartbeat_doc, heartbeat_prefix, heartbeats_of, lease_expired
+from afterd.claims import (HEARTBEAT_PREFIX, Identity, heartbeat_doc, heartbeat_prefix, heartbeats_of,
+                           lease_expired, live_view)
 from afterd.couch import Conflict, CouchError, NotFound
 
 log = logging.getLogger("after.lease")
@@ -61,6 +62,8 @@ class Heartbeat(threading.Thread):
         self._wake = threading.Event()
         self._stopping = False
         self._next_scan_s = 0.0
+        self._since = None            # our first beat: peers count us in their shares after a while
+        self.on_view = None           # (live processes: tuple) -> None, after each scan
 
     # -- called from other threads ---------------------------------------------------
 
@@ -95,8 +98,10 @@ class Heartbeat(threading.Thread):
         """Write the heartbeat; the monotonic time until which our lease holds, or None."""
         sent_s = self.clock.monotonic_s()
         counters = self.counters() if self.counters else None
+        now = self.clock.now()
+        self._since = self._since or now
         body = {"_id": self.me.heartbeat_id,
-                **heartbeat_doc(self.me, self.clock.now(), self.lease_s, stopped, counters)}
+                **heartbeat_doc(self.me, now, self.lease_s, stopped, counters, since=self._since)}
         for _ in range(3):
             if self._rev:
                 body["_rev"] = self._rev
@@ -144,6 +149,8 @@ class Heartbeat(threading.Thread):
         now = self.clock.now()
         worker = self.me.worker
         beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
+        if self.on_view is not None:
+            self.on_view(live_view(self.me.process, beats, now, self.skew_margin_s, self.lease_s))
         for beat in beats:
             process = beat["_id"][len(HEARTBEAT_PREFIX):]
             if process == self.me.process:

@@ -57,11 +57,6 @@ class Recovering:
     def _recover_running(self, entry):
         """Ours and `running`, but not in this process: our predecessor in this slot ran it."""
         run = (entry.doc.get("running") or {}).get("run")
-        if run in self._unstarted:
-            # Our own confirmation of a run that never began (not confirmed by a write
-            # quorum), made the winner by a conflict's resolution: claim it again.
-            self._claim(entry, reset_anchor=False)
-            return
         prior = self._predecessor.pop(run, None) if run else None
         if prior is not None and prior.state == "intent":
             self._claim(entry, reset_anchor=False)   # journaled, never started: run it
