@@ -22,6 +22,7 @@ import os
 import random
 import tempfile
 import threading
+import uuid
 from collections import Counter, deque
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -37,6 +38,11 @@ from afterd.journal import open_slot
 from afterd.lease import Heartbeat
 from afterd.worker import Worker
 from afterd.writer import Writer
+
+try:
+    from afterd import fences as fences_mod
+except ImportError:   # main before the fence protocol
+    fences_mod = None
 
 from greenlet import getcurrent, greenlet
 
@@ -159,24 +165,32 @@ class Proc:
                              on_state=lambda ok, why: w._post("problem", "writer", None if ok else why))
         self.writer._cond = NoWait()
         self.writer.settle_inline = True
-        grace = getattr(service, "claim_race_grace", None)
         quorum = self.node.quorum()
-        if grace is not None:
-            w.claim_race_grace_s = grace(quorum)
+        if hasattr(service, "is_cluster"):          # the fence protocol (afterd/fences.py)
+            w.cluster = service.is_cluster(quorum)
+        elif hasattr(service, "claim_race_grace"):  # main before it: 202 withdrawals
+            w.claim_race_grace_s = service.claim_race_grace(quorum)
+        self.fences = None
+        if fences_mod is not None:
+            self.fences = fences_mod.Fences(self.store, self.me, on_verdict=lambda *a: w._post("fence", *a),
+                                            on_state=lambda ok, why: w._post("problem", "fences",
+                                                                             None if ok else why),
+                                            clock=sim.clock)
         feed_kwargs = {"owner_process": self.me.process}
         if hasattr(w, "claim_race_grace_s"):
             feed_kwargs["claim_race_grace_s"] = w.claim_race_grace_s
         self.feed = Feed(self.store, WORKER, f"after-feed-{self.me.process}", on_batch=None,
                          on_state=lambda state, why: w._post("feed", state, why), **feed_kwargs)
+        parts = {"fences": self.fences} if self.fences is not None else {}
         w.attach(self.me, journal, predecessor, runner=self.runner, heartbeat=self.heartbeat,
-                 writer=self.writer, feed=self.feed)
+                 writer=self.writer, feed=self.feed, **parts)
         self.since = self.node.update_seq()
         w.lease_until_s = self.heartbeat.renew()
         self.next_beat_m = sim.clock.m + LEASE_S / 4
         self.next_feed_m = sim.clock.m
         self.next_send_m = sim.clock.m
         service.load(w, self.store, sim.clock.t, sim.clock.m)
-        self.ops: dict[str, Op | None] = {"beat": None, "send": None, "feed": None}
+        self.ops: dict[str, Op | None] = {"beat": None, "send": None, "feed": None, "fence": None}
 
     # -- what each component does in one operation ---------------------------------------
 
@@ -208,6 +222,8 @@ class Proc:
                 self.ops["send"] = Op(self.sim, self, "send", lambda: self.writer.send(batch), self._send_done)
             else:
                 self.writer._inflight = 0
+        if self.fences is not None and self.ops["fence"] is None and self.fences._due():
+            self.ops["fence"] = Op(self.sim, self, "fence", self.fences.step, lambda op: None)
         if self.ops["feed"] is None and clk.m >= self.next_feed_m:
             self.ops["feed"] = Op(self.sim, self, "feed", self.feed_step, self._feed_done)
 
@@ -471,13 +487,27 @@ def check(sim: Sim) -> list[str]:
         if at - since > BOUND_S:
             failures.append(f"late: run {run} started {at - since:.1f}s after it was due (bound {BOUND_S}s)")
     for doc_id, leaves in cl.conflicted().items():
+        if doc_id.startswith("after:run:"):
+            continue   # rival creations of a fence: a loss for each; liveness above sees the effect
         failures.append(f"conflict left: {doc_id} has live leaves {', '.join(short_rev(r) for r in leaves)}")
     return failures
+
+
+class SeededUuid:
+    """uuid.uuid4 from the schedule's seed (a fence's nonce is part of its revision)."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def uuid4(self):
+        return uuid.UUID(int=self.rng.getrandbits(128), version=4)
 
 
 def run_schedule(seed: int, procs: int | None = None):
     """(failures, trace, sim) of one schedule."""
     real = (afterd_clock.epoch_s, afterd_clock.monotonic_s)
+    if fences_mod is not None:
+        fences_mod.uuid = SeededUuid(random.Random(seed ^ 0x5EED))
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
         sim = None
         try:
@@ -489,4 +519,6 @@ def run_schedule(seed: int, procs: int | None = None):
             failures = [f"harness error: {type(e).__name__}: {e}\n{traceback.format_exc()}"]
         finally:
             afterd_clock.epoch_s, afterd_clock.monotonic_s = real
+            if fences_mod is not None:
+                fences_mod.uuid = uuid
         return failures, list(sim.trace) if sim else [], sim
