@@ -41,12 +41,17 @@ N, W, R = 3, 2, 2
 class Rev:
     """One revision of a document: the same object on every copy that has it (a revision
     id names its content, couch_db:new_revid)."""
-    __slots__ = ("rev", "parent", "body", "deleted", "data", "gen", "path")
+    __slots__ = ("rev", "parent", "text", "deleted", "data", "gen", "path")
 
     def __init__(self, rev: str, parent: "Rev | None", body: dict, deleted: bool, data: dict):
-        self.rev, self.parent, self.body, self.deleted, self.data = rev, parent, body, deleted, data
+        self.rev, self.parent, self.deleted, self.data = rev, parent, deleted, data
+        self.text = json.dumps(body)   # immutable: each read parses its own copy
         self.gen = int(rev.split("-", 1)[0])
         self.path = frozenset([rev]) | (parent.path if parent else frozenset())   # rev and ancestors
+
+    @property
+    def body(self) -> dict:
+        return json.loads(self.text)
 
     def key(self):
         # couch_doc:to_doc_info / couch_key_tree: the winner sorts highest on
@@ -56,7 +61,7 @@ class Rev:
     def doc(self, doc_id: str) -> dict:
         if self.deleted:
             return {"_id": doc_id, "_rev": self.rev, "_deleted": True}
-        return {"_id": doc_id, "_rev": self.rev, **_copy.deepcopy(self.body)}
+        return {"_id": doc_id, "_rev": self.rev, **json.loads(self.text)}
 
 
 class Copy:
@@ -68,6 +73,7 @@ class Copy:
         self.seq = 0
         self.changed: dict[str, int] = {}            # doc id -> seq of its latest change here
         self.local: dict[str, dict] = {}
+        self.dirty: set[str] = set()                 # shared with the cluster: documents that may differ
 
     def leaves(self, doc_id: str) -> list[Rev]:
         # couch_key_tree:get_all_leafs: revisions nobody here extends.
@@ -107,6 +113,7 @@ class Copy:
             r = r.parent
         if added:
             self.bump(doc_id)
+            self.dirty.add(doc_id)
         return added
 
     def bump(self, doc_id: str):
@@ -123,6 +130,9 @@ class Cluster:
         self.database = database
         self.validate = validate
         self.copies = [Copy(i) for i in range(n)]
+        self.dirty: set[str] = set()   # documents some copy changed since they were last equal
+        for c in self.copies:
+            c.dirty = self.dirty
         self.down: set[int] = set()
         self.slow: set[int] = set()
         self.lose_answer = 0.0
@@ -294,13 +304,17 @@ class Cluster:
         """(from, to, doc id) where copy `to` lacks a revision copy `from` has (both up)."""
         out = []
         live = self.live()
-        ids = sorted({d for c in self.copies for d in c.trees})
-        for doc_id in ids:
+        empty: dict = {}
+        for doc_id in sorted(self.dirty):
+            trees = [self.copies[i].trees.get(doc_id, empty) for i in range(self.n)]
+            found = False
             for a in live:
-                ta = self.copies[a].trees.get(doc_id, {})
                 for b in live:
-                    if a != b and not set(ta) <= set(self.copies[b].trees.get(doc_id, {})):
+                    if a != b and not trees[a].keys() <= trees[b].keys():
                         out.append((a, b, doc_id))
+                        found = True
+            if not found and all(t.keys() == trees[0].keys() for t in trees):
+                self.dirty.discard(doc_id)   # equal on every copy, down ones included
         return out
 
     def replicate(self, a: int, b: int, doc_id: str):
