@@ -29,6 +29,9 @@ class Recovering:
             except TaskError as e:
                 self._refuse(doc, e)
                 continue
+            if runs is None and claims.rendezvous(doc["_id"], self._view or (self.me.process,)) != self.me.process:
+                continue   # another live process's share: it takes this one over (a dead peer
+                           # on our own host is settled here, from its journal, by any of us)
             run = (doc.get("running") or {}).get("run") or claims.run_id(
                 doc["_id"], format_date(date), doc.get("attempts", 0))
             rec = (runs or {}).get(run)
@@ -38,6 +41,11 @@ class Recovering:
                 # unless the document says running (then the journal was lost).
                 state = "started" if status == "running" else "intent"
             decision = claims.takeover(status, date, beat, state, now)
+            if self.cluster and decision == claims.INTERRUPTED and status == "scheduled":
+                # Whether it may have started is known exactly here: a run starts only behind
+                # its fence, so we ask for that fence; a fence its owner made first says it
+                # may have started (_recheck_fence ends it as interrupted), none says it never did.
+                decision = claims.CLAIM
             entry = self.entries.get(doc["_id"]) or self.entries.setdefault(doc["_id"], Entry(doc=doc))
             if entry.writing:
                 continue

@@ -107,6 +107,7 @@ def start(worker: Worker, store: Couch):
     worker.attach(me, journal_, predecessor, runner=runner, heartbeat=heartbeat, writer=writer, feed=feed,
                   fences=fences)
     runner.start()
+    fences.start()
     worker.lease_until_s = heartbeat.renew()
     writer.start()
     load(worker, store, clock.epoch_s(), clock.monotonic_s())

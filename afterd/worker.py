@@ -357,6 +357,8 @@ class Worker(Acting, Running, Recovering):
         else:
             log.warning("CouchDB did not take every outcome before shutdown; the journal keeps them")
         self.writer.stop()
+        if self.fences is not None:
+            self.fences.stop()
         self.metrics.up = 0   # metrics: the last file says the worker stopped cleanly
         self._write_metrics(force=True)
         self.journal.close()
