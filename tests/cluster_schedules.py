@@ -417,11 +417,11 @@ def describe(name, args, ret, exc) -> str:
         out = []
         for d, r in zip(docs, ret or [{}] * len(docs)):
             res = "?" if exc else ("202" if r.get("accepted") else r.get("error") or "201")
-            out.append(f"{d['_id'][-12:]}{'(del)' if d.get('_deleted') else ':' + str(d.get('status'))}"
+            out.append(f"{short_id(d['_id'])}{'(del)' if d.get('_deleted') else ':' + str(d.get('status'))}"
                        f"@{short_rev(d.get('_rev'))}->{res}{'' if exc else ' ' + short_rev(r.get('rev'))}")
         body = ", ".join(out)
     elif name in ("get", "get_conflicted"):
-        body = f"{args[0][-14:]} -> " + ("none" if ret is None else
+        body = f"{short_id(args[0])} -> " + ("none" if ret is None else
                                           f"{ret.get('status')}@{short_rev(ret.get('_rev'))}"
                                           f"{' C' + str(len(ret['_conflicts'])) if ret.get('_conflicts') else ''}"
                                           if isinstance(ret, dict) else "?")
@@ -429,11 +429,19 @@ def describe(name, args, ret, exc) -> str:
         body = f"{len(ret[0])} changes" if ret else ""
     elif name in ("put", "put_quorum", "delete"):
         d = args[0]
-        body = f"{d if isinstance(d, str) else d.get('_id', '')[-14:]} -> {ret}"
+        body = f"{short_id(d if isinstance(d, str) else d.get('_id', ''))} -> {ret[:2] if isinstance(ret, tuple) else ret}"
     else:
         body = ""
     err = f" !{type(exc).__name__}" if exc else ""
     return f"{name} {body}{err}"
+
+
+def short_id(doc_id: str) -> str:
+    if doc_id.startswith("after:run:"):
+        return "fence " + short(doc_id[len("after:run:"):])
+    if doc_id.startswith(HEARTBEAT_PREFIX):
+        return "heartbeat " + doc_id.rsplit(":", 2)[-2]
+    return doc_id
 
 
 def short_rev(rev) -> str:
