@@ -23,7 +23,7 @@ import random
 import tempfile
 import threading
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -217,13 +217,13 @@ class Proc:
         if self.ops["beat"] is None and (clk.m >= self.next_beat_m or self.heartbeat._wake.is_set()):
             self.heartbeat._wake.clear()
             self.ops["beat"] = Op(self.sim, self, "beat", self.heartbeat.beat, self._beat_done)
-        if self.ops["send"] is None and clk.m >= self.next_send_m:
+        if self.ops["send"] is None and clk.m >= self.next_send_m and self.writer._queue:
             batch = self.writer.take()
             if batch:
                 self.ops["send"] = Op(self.sim, self, "send", lambda: self.writer.send(batch), self._send_done)
             else:
                 self.writer._inflight = 0
-        if self.fences is not None and self.ops["fence"] is None and self.fences._due():
+        if self.fences is not None and self.ops["fence"] is None and self.fences._queue and self.fences._due():
             self.ops["fence"] = Op(self.sim, self, "fence", self.fences.step, lambda op: None)
         if self.ops["feed"] is None and clk.m >= self.next_feed_m:
             self.ops["feed"] = Op(self.sim, self, "feed", self.feed_step, self._feed_done)
@@ -258,7 +258,7 @@ class Sim:
         afterd_clock.epoch_s, afterd_clock.monotonic_s = self.clock.epoch_s, self.clock.monotonic_s
         self.cluster = Cluster(random.Random(rng.getrandbits(64)))
         self.ops_by_glet: dict = {}
-        self.trace: deque = deque(maxlen=60)
+        self.trace: list[str] = []
         self.step_no = 0
         self.starts: list[tuple[str, float, str]] = []
         self.user = self.cluster.node(0)
@@ -520,8 +520,20 @@ class SeededUuid:
         return uuid.UUID(int=self.rng.getrandbits(128), version=4)
 
 
+def relevant(trace: list[str], failures: list[str], last: int = 50) -> list[str]:
+    """The last steps that concern the failing tasks (and every fault and heal):
+    what a reader of a failure needs, where the plain last steps are mostly heartbeats."""
+    import re
+    ids = set(re.findall(r"\b(t\d+)\b", " ".join(failures)))
+    ids |= {m for f in failures for m in re.findall(r"(after:process:\S+?)(?: |$)", f)}
+    keys = [re.compile(rf"(?<![\w:]){re.escape(i)}(?![\w])") for i in ids]
+    picked = [line for line in trace if any(k.search(line) for k in keys) or
+              any(w in line for w in ("FAULT", "heal", "QUIET"))]
+    return (picked or trace)[-last:]
+
+
 def run_schedule(seed: int, procs: int | None = None):
-    """(failures, trace, sim) of one schedule."""
+    """(failures, trace, sim) of one schedule: the trace is the last steps about what failed."""
     real = (afterd_clock.epoch_s, afterd_clock.monotonic_s)
     if fences_mod is not None:
         fences_mod.uuid = SeededUuid(random.Random(seed ^ 0x5EED))
@@ -538,4 +550,4 @@ def run_schedule(seed: int, procs: int | None = None):
             afterd_clock.epoch_s, afterd_clock.monotonic_s = real
             if fences_mod is not None:
                 fences_mod.uuid = uuid
-        return failures, list(sim.trace) if sim else [], sim
+        return failures, relevant(sim.trace, failures) if sim else [], sim
