@@ -51,7 +51,7 @@ from stepped import SteppedClock, StepRunner
 
 WORKER = "manobi"
 LEASE_S, SKEW_S = 6.0, 1.0
-MARGIN_S = 3.0
+MARGIN_S = LEASE_S / 2 + 1.0   # a peer looks for ended leases every lease_s / 2; a second for its requests
 BOUND_S = LEASE_S + SKEW_S + MARGIN_S   # a due task starts within this of its date (or of a node's return)
 HORIZON_S = 25.0
 START = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -148,7 +148,7 @@ class Proc:
     """One process of the worker, talking to node `index`."""
 
     def __init__(self, sim, name: str, index: int):
-        self.sim, self.name, self.alive = sim, name, True
+        self.sim, self.name, self.alive, self.restarted = sim, name, True, False
         self.node = sim.cluster.node(index)
         self.store = Gate(sim, self)
         host = f"host-{name}"
@@ -156,6 +156,13 @@ class Proc:
                             metrics_dir=None)
         self.worker = w = Worker(WORKER, settings)
         slot, journal, predecessor = open_slot(w.state_dir)
+        try:
+            self._start(sim, w, slot, journal, predecessor, index, host)
+        except BaseException:
+            journal.close(remove_if_clean=False)   # a start that fails exits, and its lock goes
+            raise
+
+    def _start(self, sim, w, slot, journal, predecessor, index, host):
         self.me = Identity(WORKER, host, slot, 1000 + index)
         self.runner = Runner(sim, self, w._post, run_s=sim.rng.choice([0.1, 0.3, 1.0]))
         self.heartbeat = Heartbeat(self.store, self.me, lease_s=LEASE_S, skew_margin_s=SKEW_S,
@@ -264,7 +271,8 @@ class Sim:
         self.user = self.cluster.node(0)
         self.tasks: dict[str, dict] = {}     # id -> what the harness expects of it
         self.ups: list[float] = [self.t0]
-        self.partitioned = False             # a process was cut off (its node down) at some point    # when a node came back (latency is measured from then)
+        self.partitioned = False             # a process was cut off (its node down) at some point
+        self.killed = False                  # a process was killed at some point    # when a node came back (latency is measured from then)
         n_procs = procs or rng.choice([2, 3])
         self.post_tasks(rng.randint(4, 9))
         self.procs = [Proc(self, "abc"[i], i) for i in range(n_procs)]
@@ -310,6 +318,9 @@ class Sim:
         if not quiet:
             choices += [("fault", 0.08), ("user", 0.05)]
         kind = rng.choices([c for c, _ in choices], [w for _, w in choices])[0]
+        if quiet and rng.random() < 0.05:
+            for p in [p for p in self.procs if not p.alive and not p.restarted]:
+                self.restart(p)
         if kind == "grant":
             rng.choice(waiting).grant()
         elif kind == "turn":
@@ -337,7 +348,16 @@ class Sim:
 
     def fault(self):
         rng, cl = self.rng, self.cluster
-        what = rng.choice(["down", "slow", "lose", "heal"])
+        what = rng.choice(["down", "slow", "lose", "heal", "kill"])
+        dead = [p for p in self.procs if not p.alive and not p.restarted and p.node.index not in self.cluster.down]
+        if dead and rng.random() < 0.5:
+            self.restart(dead[0])
+            return
+        if what == "kill":
+            alive = [p for p in self.procs if p.alive]
+            if not self.killed and len(alive) > 1:
+                self.kill(rng.choice(alive))
+            return
         if what == "down" and not cl.down:
             i = rng.randrange(cl.n)
             cl.down.add(i)
@@ -352,6 +372,34 @@ class Sim:
             self.log(f"FAULT answers lost {cl.lose_answer:.0%}")
         else:
             self.heal()
+
+    def heal_all(self):
+        self.heal()
+        for p in [p for p in self.procs if not p.alive and not p.restarted]:
+            self.restart(p)
+
+    def kill(self, p):
+        """kill -9: its loop, threads and runs stop where they are; the journal keeps only
+        what it committed (the open file goes as the process's would, with its lock)."""
+        p.alive, p.restarted = False, False
+        p.ops = {k: None for k in p.ops}
+        os.close(p.worker.journal._fd)
+        p.worker.journal._fd = None
+        self.killed = True
+        self.ups.append(self.clock.t)
+        self.log(f"KILL process {p.name} ({p.me.process})")
+
+    def restart(self, p):
+        """The same worker started again on the same host: its slot, its predecessor's journal."""
+        try:
+            again = Proc(self, p.name, p.node.index)
+        except CouchError as e:
+            self.log(f"RESTART process {p.name} failed: {e}")   # systemd starts it again later
+            return
+        p.restarted = True
+        self.procs.append(again)
+        self.ups.append(self.clock.t)
+        self.log(f"RESTART process {p.name} ({again.me.process})")
 
     def heal(self):
         cl = self.cluster
@@ -399,8 +447,9 @@ class Sim:
                                       and not (p.fences and p.fences.pending()) for p in self.procs if p.alive)
 
     def quiet(self):
-        """All nodes up, then on until the clock is past the bound, replication drained."""
-        self.heal()
+        """All nodes up (and a killed process started again), then on until the clock is past
+        the bound and nothing is in flight; replication drained."""
+        self.heal_all()
         self.log("QUIET")
         end = self.clock.t + BOUND_S + 2 * LEASE_S
         while self.clock.t < end or not self.idle():
@@ -480,7 +529,7 @@ def check(sim: Sim) -> list[str]:
         started = [r for r, _, _ in sim.starts if r.startswith(task_id + "@")]
         running = (doc.get("running") or {}).get("run")
         if status == "error" and (doc.get("error") or {}).get("type") == "Interrupted" and not (
-                sim.partitioned or started):
+                sim.partitioned or sim.killed or started):
             failures.append(f"interrupted, never started, nobody cut off: {task_id}")
         elif status in ("done", "error", "canceled"):
             pass
@@ -496,7 +545,7 @@ def check(sim: Sim) -> list[str]:
             failures.append(f"stuck: task {task_id} ({expect['kind']}, user {touched or 'none'}) is "
                             f"{status!r}, owner {owner}, date {doc.get('date')}, {doc.get('runs', 0)} runs")
         if expect["kind"] != "repeat" and not touched and status != "done" and not (
-                status == "error" and sim.partitioned):
+                status == "error" and (sim.partitioned or sim.killed)):
             failures.append(f"never ran: one-shot task {task_id} is {status!r}")
     for run, at, proc in sim.starts:
         due = parse_date(run.partition("@")[2].rsplit("#", 1)[0].replace("now:", "")).timestamp()
@@ -528,7 +577,7 @@ def relevant(trace: list[str], failures: list[str], last: int = 50) -> list[str]
     ids |= {m for f in failures for m in re.findall(r"(after:process:\S+?)(?: |$)", f)}
     keys = [re.compile(rf"(?<![\w:]){re.escape(i)}(?![\w])") for i in ids]
     picked = [line for line in trace if any(k.search(line) for k in keys) or
-              any(w in line for w in ("FAULT", "heal", "QUIET"))]
+              any(w in line for w in ("FAULT", "heal", "QUIET", "KILL", "RESTART"))]
     return (picked or trace)[-last:]
 
 
