@@ -35,6 +35,7 @@ from afterd.couch import CouchError
 from afterd.feed import BATCH_LIMIT, Feed, batch_docs, worker_selector
 from afterd.fields import format_date, parse_date
 from afterd.journal import open_slot
+from afterd.journal_records import encode, start_record
 from afterd.lease import Heartbeat
 from afterd.worker import Worker
 from afterd.writer import Writer
@@ -130,7 +131,9 @@ class Gate:
 
 
 class Runner(StepRunner):
-    """StepRunner, with every start also in the schedule's log of starts."""
+    """StepRunner, with every start also in the schedule's log of starts, and journaled as
+    the run's child journals it before the job begins (afterd/child.py: a `start` line
+    appended to the process's journal), so a restart on the same host knows it began."""
 
     def __init__(self, sim, proc, post, run_s):
         super().__init__(self._post, run_s)
@@ -139,6 +142,8 @@ class Runner(StepRunner):
     def _post(self, kind, *args):
         if kind == "started":
             run_id, at = args
+            with open(self.proc.worker.journal.path, "ab") as f:
+                f.write(encode(start_record(run_id, at)))
             self.sim.starts.append((run_id, at, self.proc.name))
             self.sim.log(f"{self.proc.name} START {short(run_id)} at {at - self.sim.t0:.2f}")
         self._real_post(kind, *args)
@@ -429,7 +434,10 @@ class Sim:
             due = None
             if what == "reschedule":
                 due = self.clock.t - self.t0 + rng.uniform(-2, 8)
-                new["date"] = format_date(START + timedelta(seconds=round(due, 2)))
+                # On the odd millisecond: never an occurrence's date (those are on a 10 ms
+                # grid), so a run id names one occurrence only (a reschedule to the very
+                # date of a run is a new run the user asked for, with the same id).
+                new["date"] = format_date(START + timedelta(seconds=round(due, 2) + 0.001))
             node.put(new)
             self.log(f"USER {what} {task_id} via node {node.index}: ok")
         except CouchError as e:
