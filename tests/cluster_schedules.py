@@ -52,7 +52,9 @@ from stepped import SteppedClock, StepRunner
 
 WORKER = "manobi"
 LEASE_S, SKEW_S = 6.0, 1.0
-MARGIN_S = LEASE_S / 2 + 1.0   # a peer looks for ended leases every lease_s / 2; a second for its requests
+# Peers look for ended leases every lease_s / 2, and a look whose one-copy _find is
+# behind misses the tasks: two looks, and a second for the requests.
+MARGIN_S = LEASE_S + 1.0
 BOUND_S = LEASE_S + SKEW_S + MARGIN_S   # a due task starts within this of its date (or of a node's return)
 HORIZON_S = 25.0
 START = datetime(2030, 1, 1, tzinfo=timezone.utc)
