@@ -298,7 +298,7 @@ class Sim:
             if kind == "repeat":
                 doc["repeat"] = {"seconds": self.rng.choice([3, 5, 8])}
             self.cluster.node(self.rng.randrange(3)).put(doc)
-            self.tasks[doc["_id"]] = {"kind": kind, "user": []}
+            self.tasks[doc["_id"]] = {"kind": kind, "user": [], "answered": None}
 
     # -- the schedule ------------------------------------------------------------------------
 
@@ -441,8 +441,10 @@ class Sim:
                 # date of a run is a new run the user asked for, with the same id).
                 new["date"] = format_date(START + timedelta(seconds=round(due, 2) + 0.001))
             node.put(new)
+            self.tasks[task_id]["answered"] = what
             self.log(f"USER {what} {task_id} via node {node.index}: ok")
         except CouchError as e:
+            self.tasks[task_id]["answered"] = None   # unknown: it may land, or not
             self.log(f"USER {what} {task_id} via node {node.index}: {type(e).__name__}")
 
     def run(self):
@@ -554,6 +556,9 @@ def check(sim: Sim) -> list[str]:
         else:
             failures.append(f"stuck: task {task_id} ({expect['kind']}, user {touched or 'none'}) is "
                             f"{status!r}, owner {owner}, date {doc.get('date')}, {doc.get('runs', 0)} runs")
+        if expect["answered"] == "cancel" and status not in ("canceled", "done", "error"):
+            failures.append(f"cancel lost: the user's last word on {task_id} was a cancel CouchDB "
+                            f"took, and it is {status!r} ({doc.get('runs', 0)} runs)")
         if expect["kind"] != "repeat" and not touched and status != "done" and not (
                 status == "error" and (sim.partitioned or sim.killed)):
             failures.append(f"never ran: one-shot task {task_id} is {status!r}")
