@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from afterd.couch import Conflict, NotFound
+from afterd.couch import Conflict, NotFound, Unavailable
 from afterd.store import Store
 
 from cluster_model import Cluster
@@ -91,7 +91,7 @@ def test_a_one_copy_feed_can_be_behind_a_quorum_read():
 def test_a_copy_that_timed_out_may_still_apply_the_write_later():
     c = cluster()
     c.slow = {0, 1, 2}
-    with pytest.raises(Exception):
+    with pytest.raises(Unavailable):
         c.node(0).put({"_id": "t", "v": 1})     # nobody answered in time: 500
     c.slow = set()
     with pytest.raises(NotFound):
