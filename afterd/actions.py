@@ -68,8 +68,7 @@ class Acting:
             entry.cancel = True
             self.runner.cancel(entry.run_id)
         elif kind == decide.CANCEL:
-            self._write(entry, {**doc, "status": "canceled", "owner": self.me.owner_field(),
-                                "finished_at": format_date(self.now())}, "canceled")
+            self._cancel(entry, doc)
         elif kind in (decide.PAUSE, decide.HOLD):
             self._hold_paused(entry, write=kind == decide.PAUSE)
         elif kind == decide.CLAIM:
@@ -106,8 +105,15 @@ class Acting:
             self._refuse(doc, e)
             return None
 
+    def _cancel(self, entry, doc):
+        self._write(entry, {**doc, "status": "canceled", "owner": self.me.owner_field(),
+                            "finished_at": format_date(self.now())}, "canceled")
+
     def _claim(self, entry, reset_anchor, run_now=False):
         doc = entry.doc
+        if doc.get("status") == "cancel":
+            self._cancel(entry, doc)   # a takeover of a task its user canceled: end it, never run it
+            return
         task = self._task_or_refuse(doc)
         if task is None:
             return

@@ -103,16 +103,22 @@ class Heartbeat(threading.Thread):
         body = {"_id": self.me.heartbeat_id,
                 **heartbeat_doc(self.me, now, self.lease_s, stopped, counters, since=self._since)}
         for _ in range(3):
+            body.pop("_rev", None)
             if self._rev:
                 body["_rev"] = self._rev
             try:
                 self._rev, quorum = self.couch.put_quorum(body)
             except Conflict:
-                # Our previous incarnation in this slot left it, or a write timed out after landing.
-                try:
-                    self._rev = self.couch.get(self.me.heartbeat_id)["_rev"]
-                except NotFound:
-                    self._rev = None
+                # Our previous incarnation in this slot left it, or a write timed out after
+                # landing; on a cluster a renewal answered 202 may stand beside another as a
+                # conflicting leaf: only we write our heartbeat, so drop the others.
+                current = self.couch.get_conflicted(self.me.heartbeat_id)
+                self._rev = current["_rev"] if current is not None else None
+                for rev in (current or {}).get("_conflicts", []):
+                    try:
+                        self.couch.delete(self.me.heartbeat_id, rev)
+                    except CouchError:
+                        pass   # gone already, or another of our renewals took it
                 continue
             if not quorum:
                 # 202: fewer copies than the write quorum took it. A peer reading from the

@@ -94,17 +94,26 @@ class Running:
         entry = self.entries.get(task_id)
         ours = entry is not None and entry.run_id == run_id and entry.phase == "fencing"
         if verdict == fencing.WON and ours and not entry.cancel:
+            if not self._lease_ok(entry.spec.at_epoch_s):
+                # Our lease lapsed while we asked (a partition): peers may hold the task now.
+                self.fences.release(run_id)
+                self._unstart(run_id)
+                entry.phase, entry.run_id = "paused", None
+                self._lease_lapsed = True
+                return
             entry.phase, entry.confirm_first = "starting", False   # the fence is the confirmation
             self._submit(entry)
             return
-        self.runs.pop(run_id, None)
-        self.journal.add("written", run_id)   # not started here
+        self._unstart(run_id)
         if verdict == fencing.WON:
             # The task left us, or the user canceled it, while we asked: hand the fence back.
             self.fences.release(run_id)
             if ours:
                 entry.phase, entry.run_id = "new", None
-                self._decide(entry.doc)
+                if entry.cancel:
+                    self._cancel(entry, entry.doc)
+                else:
+                    self._arm(entry)
             return
         if not ours:
             return
@@ -112,6 +121,11 @@ class Running:
                  extra=about_doc(entry.doc, run_id, in_text=True))
         entry.phase, entry.fenced_by = "fenced", holder
         self.timers.arm(task_id, self.now_s + self.settings.lease_s / 2)
+
+    def _unstart(self, run_id):
+        """A run we began but will not start (journaled as intent): close it."""
+        self.runs.pop(run_id, None)
+        self.journal.add("written", run_id)
 
     def _recheck_fence(self, entry):
         """A run whose fence another process holds, still not moved on: while that process

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from afterd import claims, clock, journal
 from afterd.actions import Acting
 from afterd.couch import CouchError
+from afterd.decide import RUN_PHASES
 from afterd.entry import Entry
 from afterd.exits import EXIT_OK, EXIT_SOFTWARE
 from afterd.logs import about_doc
@@ -236,8 +237,10 @@ class Worker(Acting, Running, Recovering):
             if info is None:
                 self._forget(doc_id, "deleted")
                 return
-            if tag.startswith("outcome:") and entry.outcome is not None:
-                self._write_outcome(entry, info)   # put the outcome on the current version
+            if entry.outcome is not None and (tag.startswith("outcome:") or entry.phase == "finishing"):
+                # Put the outcome on the current version: its own write lost a race, or the
+                # run ended while its `running` write did (a user's edit, a retried write).
+                self._write_outcome(entry, info)
                 return
             if tag == "running" and entry.confirm_first and entry.phase == "starting":
                 # Not confirmed: it never started. Close the intent and decide afresh.
@@ -260,7 +263,7 @@ class Worker(Acting, Running, Recovering):
         if entry.outcome is not None and entry.phase == "finishing":
             self._write_outcome(entry, doc)
             return
-        if claims.owner_of(doc) not in (None, self.me.process):
+        if claims.owner_of(doc) not in (None, self.me.process) and entry.phase not in RUN_PHASES:
             self._forget(doc["_id"], f"held by {claims.owner_of(doc)}")   # our run's outcome, on a task taken over
             return
         if status in FINAL:
