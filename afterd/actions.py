@@ -97,6 +97,10 @@ class Acting:
         parked, self._parked = self._parked, {}
         self._decide_all(list(parked.values()))
 
+    def _ev_own(self, docs):
+        """Tasks a sweep found owned by us (lease.py): decide those we do not hold."""
+        self._decide_all([d for d in docs if d.get("_id") not in self.entries])
+
     def _task_or_refuse(self, doc):
         """The parsed task; or None, once the document is being ended as error."""
         try:

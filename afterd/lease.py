@@ -63,7 +63,14 @@ class Heartbeat(threading.Thread):
         self._stopping = False
         self._next_scan_s = 0.0
         self._since = None            # our first beat: peers count us in their shares after a while
-        self.on_view = None           # (live processes: tuple) -> None, after each scan
+        self.on_view = None           # (live processes: tuple, alive: frozenset) -> None, after each scan
+        self.on_own = None            # (our active tasks: list) -> None, on the sweeps below
+        # Scans left that also read the tasks owned by us: a start-up reads one copy, which
+        # may miss a claim we made in a life before (the feed that saw it checkpointed it),
+        # and a lapse may hide one too. Each sweep hands them to the loop, which decides
+        # those it does not hold (decide.py ignores what it holds already).
+        self.sweeps = 3
+        self._suspect = False         # a renewal failed: its write may have landed as a branch
 
     # -- called from other threads ---------------------------------------------------
 
@@ -142,7 +149,15 @@ class Heartbeat(threading.Thread):
         except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
             # The thread must outlive any answer: a dead heartbeat is a lapsed lease.
             self.on_lease(None, str(e))
+            self._suspect = True
+            self.sweeps = 3
             return min(interval_s, 2.0)
+        if self._suspect:
+            try:
+                self._drop_rival_leaves()
+            except (CouchError, LookupError, TypeError, ValueError):
+                pass   # the next beat tries again
+
         if self.clock.monotonic_s() >= self._next_scan_s:
             self._next_scan_s = self.clock.monotonic_s() + self.lease_s / 2
             try:
@@ -151,9 +166,24 @@ class Heartbeat(threading.Thread):
                 log.warning("could not look for peers whose lease ended: %s", e)
         return interval_s
 
+    def _drop_rival_leaves(self):
+        """After a failed renewal: one whose answer was lost or 202 may stand as a leaf beside
+        the one that then succeeded (on a cluster). Only we write our heartbeat: keep ours."""
+        current = self.couch.get_conflicted(self.me.heartbeat_id)
+        for rev in (current or {}).get("_conflicts", []):
+            try:
+                self.couch.delete(self.me.heartbeat_id, rev)
+            except Conflict:
+                pass   # gone already
+        self._suspect = False
+
     def scan_peers(self):
         now = self.clock.now()
         worker = self.me.worker
+        if self.sweeps > 0 and self.on_own is not None:
+            self.on_own(self.couch.find({"worker": worker, "owner.process": self.me.process,
+                                         "status": {"$in": ACTIVE}}))
+            self.sweeps -= 1
         beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
         if self.on_view is not None:
             self.on_view(live_view(self.me.process, beats, now, self.skew_margin_s, self.lease_s),

@@ -91,6 +91,7 @@ class Worker(Acting, Running, Recovering):
         self.runner, self.heartbeat, self.writer, self.feed = runner, heartbeat, writer, feed
         self.fences = fences
         heartbeat.on_view = lambda view, alive: self._post("view", view, alive)
+        heartbeat.on_own = lambda docs: self._post("own", docs)
         self.metrics.host, self.metrics.slot = me.host, me.slot   # metrics
 
     def _post(self, *event):
