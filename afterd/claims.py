@@ -157,9 +157,10 @@ def joined(heartbeat: dict, now: datetime, lease_s: float) -> bool:
 
 
 def alive(beats: list[dict], now: datetime, skew_margin_s: float) -> frozenset:
-    """The processes whose lease holds, joined or not (a run's fence holder among them
-    will write that run's outcome)."""
-    return frozenset(b["_id"][len(HEARTBEAT_PREFIX):] for b in beats if not lease_expired(b, now, skew_margin_s))
+    """The lives ("<process>#<pid>", fences.life) whose lease holds, joined or not: a run's
+    fence holder among them will write that run's outcome."""
+    return frozenset(f"{b['_id'][len(HEARTBEAT_PREFIX):]}#{b.get('pid')}" for b in beats
+                     if not lease_expired(b, now, skew_margin_s))
 
 
 def live_view(me: str, beats: list[dict], now: datetime, skew_margin_s: float, lease_s: float) -> tuple[str, ...]:

@@ -46,11 +46,18 @@ def is_fence(doc_id: str) -> bool:
     return str(doc_id).startswith(FENCE_PREFIX)
 
 
-def fence_doc(run_id: str, task_id: str, process: str, nonce: str, now) -> dict:
+def fence_doc(run_id: str, task_id: str, me, nonce: str, now) -> dict:
     """The fence of one run. The nonce tells our creation from a predecessor's in the
     same slot (same process name), and makes rival creations distinct revisions."""
     return {"_id": fence_id(run_id), "type": "run", "run": run_id, "task": task_id,
-            "process": process, "nonce": nonce, "at": format_date(now)}
+            "process": me.process, "pid": me.pid, "nonce": nonce, "at": format_date(now)}
+
+
+def life(process: str, pid) -> str:
+    """One life of a process: its name (worker:host:slot) and its pid. A process started
+    again in the same slot has the same name, and is not the holder of its predecessor's
+    fences (its heartbeat names its own pid)."""
+    return f"{process}#{pid}"
 
 
 def holder_of(reads: list[dict | None], nonce: str) -> tuple[str, str | None]:
@@ -61,9 +68,8 @@ def holder_of(reads: list[dict | None], nonce: str) -> tuple[str, str | None]:
         return "", None
     if second.get("_conflicts"):
         return LOST, "several processes (rival creations)"
-    if second.get("nonce") == nonce:
-        return WON, second.get("process")
-    return LOST, second.get("process")
+    holder = life(second.get("process"), second.get("pid"))
+    return (WON if second.get("nonce") == nonce else LOST), holder
 
 
 @dataclass
@@ -94,7 +100,7 @@ class Fences(threading.Thread):
     # -- called by the loop ----------------------------------------------------------
 
     def request(self, run_id: str, task_id: str):
-        doc = fence_doc(run_id, task_id, self.me.process, uuid.uuid4().hex, self.clock.now())
+        doc = fence_doc(run_id, task_id, self.me, uuid.uuid4().hex, self.clock.now())
         self._put(Request(run_id, task_id, doc))
 
     def release(self, run_id: str):
@@ -180,7 +186,7 @@ class Fences(threading.Thread):
                          "sending it again", req.run_id)
             return False
         self._won[req.run_id] = rev
-        self.on_verdict(req.run_id, req.task_id, WON, self.me.process)
+        self.on_verdict(req.run_id, req.task_id, WON, life(self.me.process, self.me.pid))
         return True
 
     def _release(self, req: Request) -> bool:

@@ -152,7 +152,7 @@ class Heartbeat(threading.Thread):
             self._suspect = True
             self.sweeps = 3
             return min(interval_s, 2.0)
-        if self._suspect:
+        if self._suspect or self.clock.monotonic_s() >= self._next_scan_s:
             try:
                 self._drop_rival_leaves()
             except (CouchError, LookupError, TypeError, ValueError):
@@ -187,7 +187,7 @@ class Heartbeat(threading.Thread):
         beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
         if self.on_view is not None:
             self.on_view(live_view(self.me.process, beats, now, self.skew_margin_s, self.lease_s),
-                         alive(beats, now, self.skew_margin_s) | {self.me.process})
+                         alive(beats, now, self.skew_margin_s) | {f"{self.me.process}#{self.me.pid}"})
         for beat in beats:
             process = beat["_id"][len(HEARTBEAT_PREFIX):]
             if process == self.me.process:

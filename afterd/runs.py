@@ -132,7 +132,7 @@ class Running:
         lives, ask for the fence again (it hands back a fence it did not use); once it is
         gone, that run may have started: end it as interrupted (claims.may_have_started)."""
         holder, run = entry.fenced_by, entry.run_id
-        if holder != self.me.process and holder in self._alive:
+        if holder in self._alive:   # not our own life: our own fence is never lost to us
             entry.phase = "armed"
             self._begin(entry, parse_task(entry.doc), self.now_s)
             return

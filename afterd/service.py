@@ -123,7 +123,7 @@ def load(worker: Worker, store, now_s: float, now_m: float):
     beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b for b in claims.heartbeats_of(name, found)}
     now = worker.now()
     worker._view = claims.live_view(me.process, list(beats.values()), now, margin_s, worker.settings.lease_s)
-    worker._alive = claims.alive(list(beats.values()), now, margin_s) | {me.process}
+    worker._alive = claims.alive(list(beats.values()), now, margin_s) | {f"{me.process}#{me.pid}"}
     active, foreign = set(), {}
     # Page by page, each decided and dropped before the next is read: a parsed page is
     # ~3 KB a task, the armed state ~0.5 KB (docs/benchmarks.md). A scan, not the
