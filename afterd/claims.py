@@ -23,6 +23,10 @@ from afterd.task import TaskError, format_date, parse_date
 HEARTBEAT_PREFIX = "after:process:"
 
 
+def life_of(process: str, pid, started) -> str:
+    return f"{process}#{pid}@{started or ''}"
+
+
 def heartbeat_prefix(worker: str) -> str:
     """The id prefix of the heartbeats of `worker`'s processes (read with _all_docs, no index)."""
     return f"{HEARTBEAT_PREFIX}{worker}:"
@@ -46,10 +50,16 @@ class Identity:
     host: str
     slot: int
     pid: int
+    started: str = ""    # when this life of the process began: a pid can come back (PID 1 in a container)
 
     @property
     def process(self) -> str:
         return f"{self.worker}:{self.host}:{self.slot}"
+
+    @property
+    def life(self) -> str:
+        """This life of the process: a process started again in its slot is another one."""
+        return life_of(self.process, self.pid, self.started)
 
     @property
     def heartbeat_id(self) -> str:
@@ -73,6 +83,7 @@ def heartbeat_doc(me: Identity, now: datetime, lease_s: float, stopped=False, co
         "host": me.host,
         "slot": me.slot,
         "pid": me.pid,
+        "started": me.started,
         "beat_at": format_date(now),
         "expires_at": format_date(expires),
         "lease_s": lease_s,
@@ -159,7 +170,7 @@ def joined(heartbeat: dict, now: datetime, lease_s: float) -> bool:
 def alive(beats: list[dict], now: datetime, skew_margin_s: float) -> frozenset:
     """The lives ("<process>#<pid>", fences.life) whose lease holds, joined or not: a run's
     fence holder among them will write that run's outcome."""
-    return frozenset(f"{b['_id'][len(HEARTBEAT_PREFIX):]}#{b.get('pid')}" for b in beats
+    return frozenset(life_of(b["_id"][len(HEARTBEAT_PREFIX):], b.get("pid"), b.get("started")) for b in beats
                      if not lease_expired(b, now, skew_margin_s))
 
 

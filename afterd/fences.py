@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from afterd import clock
+from afterd.claims import life_of
 from afterd.couch import Conflict, CouchError, NotFound
 from afterd.task import format_date
 
@@ -50,14 +51,8 @@ def fence_doc(run_id: str, task_id: str, me, nonce: str, now) -> dict:
     """The fence of one run. The nonce tells our creation from a predecessor's in the
     same slot (same process name), and makes rival creations distinct revisions."""
     return {"_id": fence_id(run_id), "type": "run", "run": run_id, "task": task_id,
-            "process": me.process, "pid": me.pid, "nonce": nonce, "at": format_date(now)}
-
-
-def life(process: str, pid) -> str:
-    """One life of a process: its name (worker:host:slot) and its pid. A process started
-    again in the same slot has the same name, and is not the holder of its predecessor's
-    fences (its heartbeat names its own pid)."""
-    return f"{process}#{pid}"
+            "process": me.process, "pid": me.pid, "started": me.started, "nonce": nonce,
+            "at": format_date(now)}
 
 
 def holder_of(reads: list[dict | None], nonce: str) -> tuple[str, str | None]:
@@ -68,7 +63,9 @@ def holder_of(reads: list[dict | None], nonce: str) -> tuple[str, str | None]:
         return "", None
     if second.get("_conflicts"):
         return LOST, "several processes (rival creations)"
-    holder = life(second.get("process"), second.get("pid"))
+    # One life of a process (claims.Identity.life): a process started again in the same
+    # slot is not the holder of its predecessor's fences.
+    holder = life_of(second.get("process"), second.get("pid"), second.get("started"))
     return (WON if second.get("nonce") == nonce else LOST), holder
 
 
@@ -186,7 +183,7 @@ class Fences(threading.Thread):
                          "sending it again", req.run_id)
             return False
         self._won[req.run_id] = rev
-        self.on_verdict(req.run_id, req.task_id, WON, life(self.me.process, self.me.pid))
+        self.on_verdict(req.run_id, req.task_id, WON, self.me.life)
         return True
 
     def _release(self, req: Request) -> bool:

@@ -187,7 +187,7 @@ class Heartbeat(threading.Thread):
         beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
         if self.on_view is not None:
             self.on_view(live_view(self.me.process, beats, now, self.skew_margin_s, self.lease_s),
-                         alive(beats, now, self.skew_margin_s) | {f"{self.me.process}#{self.me.pid}"})
+                         alive(beats, now, self.skew_margin_s) | {self.me.life})
         for beat in beats:
             process = beat["_id"][len(HEARTBEAT_PREFIX):]
             if process == self.me.process:

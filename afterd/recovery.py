@@ -9,6 +9,7 @@ import logging
 
 from afterd import claims
 from afterd import outcome as outcomes
+from afterd.decide import rev_gen
 from afterd.entry import Entry
 from afterd.logs import about_doc
 from afterd.task import TaskError, crash_retries, format_date, normalize_status, parse_date
@@ -46,9 +47,10 @@ class Recovering:
                 # its fence, so we ask for that fence; a fence its owner made first says it
                 # may have started (_recheck_fence ends it as interrupted), none says it never did.
                 decision = claims.CLAIM
-            entry = self.entries.get(doc["_id"]) or self.entries.setdefault(doc["_id"], Entry(doc=doc))
-            if entry.writing:
-                continue
+            held = self.entries.get(doc["_id"])
+            if held is not None and (held.writing or rev_gen(held.rev) >= rev_gen(doc.get("_rev"))):
+                continue   # we hold it, at this version or newer: the scan read a copy behind
+            entry = held or self.entries.setdefault(doc["_id"], Entry(doc=doc))
             entry.doc = doc
             log.info("task %s: owner %s is gone; %s", doc["_id"], process, decision,
                      extra=about_doc(doc))

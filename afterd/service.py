@@ -17,6 +17,7 @@ from afterd.feed import Feed, has_conflicts, resolve_conflict, without_conflicts
 from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
 from afterd.logs import about_doc, setup_logging
 from afterd.runner import Runner
+from afterd.task import format_date
 from afterd.worker import Worker
 from afterd.fences import Fences
 from afterd.writer import Writer
@@ -82,7 +83,7 @@ def start(worker: Worker, store: Couch):
     load the worker's tasks: after this the worker is ready to run()."""
     s, post = worker.settings, worker._post
     slot, journal_, predecessor = journal.open_slot(worker.state_dir)
-    me = Identity(worker.name, s.host or socket.gethostname(), slot, os.getpid())
+    me = Identity(worker.name, s.host or socket.gethostname(), slot, os.getpid(), started=format_date(clock.now()))
     log.info("worker %s starting as %s (CouchDB %s, database %s, jobs %s)",
              worker.name, me.process, store.safe_url, s.database, s.jobs_dir)
     runner = Runner(s.jobs_dir, on_outcome=lambda o: post("outcome", o),
@@ -123,7 +124,7 @@ def load(worker: Worker, store, now_s: float, now_m: float):
     beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b for b in claims.heartbeats_of(name, found)}
     now = worker.now()
     worker._view = claims.live_view(me.process, list(beats.values()), now, margin_s, worker.settings.lease_s)
-    worker._alive = claims.alive(list(beats.values()), now, margin_s) | {f"{me.process}#{me.pid}"}
+    worker._alive = claims.alive(list(beats.values()), now, margin_s) | {me.life}
     active, foreign = set(), {}
     # Page by page, each decided and dropped before the next is read: a parsed page is
     # ~3 KB a task, the armed state ~0.5 KB (docs/benchmarks.md). A scan, not the

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from afterd import claims, clock, journal
 from afterd.actions import Acting
 from afterd.couch import CouchError
-from afterd.decide import RUN_PHASES
+from afterd.decide import RUN_PHASES, rev_gen
 from afterd.entry import Entry
 from afterd.exits import EXIT_OK, EXIT_SOFTWARE
 from afterd.logs import about_doc
@@ -222,6 +222,10 @@ class Worker(Acting, Running, Recovering):
                           (write.doc.get("parent") or {}).get("id"), info, extra=about_doc(write.doc))
             return
         if entry is None:
+            return
+        if kind == WRITTEN and rev_gen(info) <= rev_gen(entry.rev) and not entry.writing:
+            # The answer to a write sent again after its first answer was lost (it reached
+            # the copies then): we hold newer already, and no write of ours is in flight.
             return
         entry.writing = False
         if kind == WRITTEN:

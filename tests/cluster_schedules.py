@@ -170,7 +170,8 @@ class Proc:
             raise
 
     def _start(self, sim, w, slot, journal, predecessor, index, host):
-        self.me = Identity(WORKER, host, slot, 1000 + index)
+        # The same pid in every life, as PID 1 in a container: its start tells its lives apart.
+        self.me = Identity(WORKER, host, slot, 1000 + index, started=format_date(sim.clock.now()))
         self.runner = Runner(sim, self, w._post, run_s=sim.rng.choice([0.1, 0.3, 1.0]))
         self.heartbeat = Heartbeat(self.store, self.me, lease_s=LEASE_S, skew_margin_s=SKEW_S,
                                    state_dir=w.state_dir,
