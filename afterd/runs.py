@@ -68,6 +68,11 @@ class Running:
 
     def _begin(self, entry, task, at_s):
         run, due = run_key(entry.doc, task)
+        if self.runs.get(run) == task.id:
+            # This very run is under way here already (a version of the task from before
+            # its start came back): it is not begun twice; its outcome closes it.
+            entry.run_id, entry.phase = run, "running"
+            return
         entry.run_id, entry.phase, entry.cancel = run, "starting", False
         self.runs[run] = task.id
         entry.spec = RunSpec(run_id=run, task_id=task.id, job=task.job_name, at_epoch_s=at_s,
@@ -92,7 +97,8 @@ class Running:
     def _ev_fence(self, run_id, task_id, verdict, holder):
         """The fence of a run we are about to start: ours (start it), or another's."""
         entry = self.entries.get(task_id)
-        ours = entry is not None and entry.run_id == run_id and entry.phase == "fencing"
+        # ("running": _begin met this run under way, or still asking for its fence)
+        ours = entry is not None and entry.run_id == run_id and entry.phase in ("fencing", "running")
         if verdict == fencing.WON and ours and not entry.cancel:
             if not self._lease_ok(entry.spec.at_epoch_s):
                 # Our lease lapsed while we asked (a partition): peers may hold the task now.
@@ -132,7 +138,7 @@ class Running:
         lives, ask for the fence again (it hands back a fence it did not use); once it is
         gone, that run may have started: end it as interrupted (claims.may_have_started)."""
         holder, run = entry.fenced_by, entry.run_id
-        if holder in self._alive:   # not our own life: our own fence is never lost to us
+        if holder in self._alive and holder != self.me.life:
             entry.phase = "armed"
             self._begin(entry, parse_task(entry.doc), self.now_s)
             return
