@@ -242,10 +242,12 @@ class Running:
         """Put the pending outcome onto `base` (the current version) and write it."""
         if entry.taking_from and runs_of(base) >= int(entry.outcome.get("runs") or 0):
             # We were ending a gone process's run as interrupted, and the task now records
-            # that run already (its process came back and wrote the real outcome): keep that.
+            # that run already (its process came back and wrote the real outcome, or our own
+            # write landed though its answer was lost): keep that.
             log.info("task %s: the run of %s is recorded already; not writing it as interrupted",
                      base["_id"], entry.taking_from, extra=about_doc(base, entry.run_id, in_text=True))
-            self._forget(base["_id"], "recorded by its holder")
+            entry.outcome, entry.run_id, entry.taking_from, entry.phase = None, None, None, "new"
+            self._decide(base)   # the task as it is now: ours to arm, or its holder's
             return
         owner = claims.owner_of(base)
         # Taken over while our run went on, on a cluster: the run was this occurrence's one
