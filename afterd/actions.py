@@ -13,7 +13,7 @@ from afterd.entry import Entry
 from afterd.logs import about_doc
 from afterd.runs import run_key
 from afterd.task import TaskError, format_date, parse_task
-from afterd.writer import CLAIM, CONFIRM, Write
+from afterd.writer import Write
 
 log = logging.getLogger("after.worker")
 
@@ -32,12 +32,24 @@ class Acting:
         if doc_id.startswith(("_design/", claims.HEARTBEAT_PREFIX)):
             return
         entry = self.entries.get(doc_id)
+        self._parked.pop(doc_id, None)
+        if entry is None and not self._my_share(doc):
+            # Unowned, and another live process's share: it claims it. Kept here in case
+            # that process goes before it does (a new view decides it again: _ev_view).
+            self._parked[doc_id] = doc
+            return
         held = decide.Held(entry.rev, entry.phase, entry.writing) if entry is not None else None
         action = decide.decide(doc, held, me=self.me.process, worker=self.name,
-                               forgotten_gen=self._forgotten.get(doc_id, 0),
-                               withdrawn_rev=self._withdrawn.get(doc_id))
+                               forgotten_gen=self._forgotten.get(doc_id, 0))
         kind = action.kind
         if kind == decide.IGNORE:
+            return
+        if (kind == decide.FORGET and action.cancel_run and self.cluster and not doc.get("_deleted")
+                and doc.get("worker") == self.name and entry.phase in ("starting", "running")):
+            # Taken over (our lease lapsed) while our run goes on: that run went through its
+            # fence, so it is this occurrence's one run. Let it end, and write its outcome
+            # onto the task as its new owner holds it (runs.py, _write_outcome).
+            entry.doc = doc
             return
         if kind == decide.LATER:
             entry.latest = doc   # decide once our write is answered
@@ -56,8 +68,7 @@ class Acting:
             entry.cancel = True
             self.runner.cancel(entry.run_id)
         elif kind == decide.CANCEL:
-            self._write(entry, {**doc, "status": "canceled", "owner": self.me.owner_field(),
-                                "finished_at": format_date(self.now())}, "canceled")
+            self._cancel(entry, doc)
         elif kind in (decide.PAUSE, decide.HOLD):
             self._hold_paused(entry, write=kind == decide.PAUSE)
         elif kind == decide.CLAIM:
@@ -67,6 +78,29 @@ class Acting:
         elif kind == decide.RECOVER:
             self._recover_running(entry)
 
+    def _my_share(self, doc) -> bool:
+        """Whether an unowned task is ours to act on (claims.rendezvous over the live view)."""
+        if claims.owner_of(doc) is not None or doc.get("_deleted") or doc.get("worker") != self.name:
+            return True   # decide() says what to do with it
+        return claims.rendezvous(doc["_id"], self._view or (self.me.process,)) == self.me.process
+
+    def _ev_view(self, view, alive):
+        """The heartbeat scan's live processes. When they change, the unowned tasks we left
+        to others are decided again: a process that went leaves its share to the rest."""
+        self._alive = alive
+        view = tuple(view)
+        if view == self._view:
+            return
+        if self._view is not None:
+            log.info("processes sharing worker %s: %s", self.name, ", ".join(view))
+        self._view = view
+        parked, self._parked = self._parked, {}
+        self._decide_all(list(parked.values()))
+
+    def _ev_own(self, docs):
+        """Tasks a sweep found owned by us (lease.py): decide those we do not hold."""
+        self._decide_all([d for d in docs if d.get("_id") not in self.entries])
+
     def _task_or_refuse(self, doc):
         """The parsed task; or None, once the document is being ended as error."""
         try:
@@ -75,8 +109,15 @@ class Acting:
             self._refuse(doc, e)
             return None
 
+    def _cancel(self, entry, doc):
+        self._write(entry, {**doc, "status": "canceled", "owner": self.me.owner_field(),
+                            "finished_at": format_date(self.now())}, "canceled")
+
     def _claim(self, entry, reset_anchor, run_now=False):
         doc = entry.doc
+        if doc.get("status") == "cancel":
+            self._cancel(entry, doc)   # a takeover of a task its user canceled: end it, never run it
+            return
         task = self._task_or_refuse(doc)
         if task is None:
             return
@@ -155,8 +196,8 @@ class Acting:
             log.debug("write %s %s (%s) based on %s", doc["_id"], doc.get("status"), tag, doc.get("_rev"),
                       extra=about_doc(doc, entry.run_id, in_text=True))
         entry.writing = True
-        decides = CLAIM if tag == "claim" else CONFIRM if tag == "running" and entry.confirm_first else None
-        self.writer.submit(Write(doc=doc, tag=tag, decides=decides))
+        urgent = tag == "claim" or (tag == "running" and entry.confirm_first)
+        self.writer.submit(Write(doc=doc, tag=tag, urgent=urgent))
         # The write carries the new version; until it is answered the entry need not hold
         # the old one parsed (a million claims in flight at start-up stay small).
         entry.cool()

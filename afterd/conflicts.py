@@ -40,6 +40,9 @@ from afterd.claims import owner_of
 from afterd.task import FINAL, STATUS_ALIASES
 
 USER_EDITS = ("cancel", "reschedule")
+# A leaf a worker ended `canceled` carries its user's cancel too: a run's outcome written on
+# another branch while the cancel was answered must not undo it (a cluster model schedule).
+EDITS = (*USER_EDITS, "canceled")
 # Fields workers write; everything else in a task (job, worker, repeat, timeout,
 # retry, the user's own fields) is the user's, and `date` is the user's in a reschedule.
 WORKER_FIELDS = frozenset({"status", "owner", "running", "anchor", "occurrence", "attempts", "runs",
@@ -78,24 +81,6 @@ def runs_of(doc: dict) -> int:
     return int(runs) if isinstance(runs, (int, float)) and not isinstance(runs, bool) and runs >= 0 else 0
 
 
-def is_claim_race(leaves: list[dict]) -> bool:
-    """Leaves that are only rival claims of one task: made from one revision by processes
-    that each thought it free, none of them run or edited since.
-
-    On a cluster such a conflict has a known winner that no document shows: the claim
-    CouchDB answered 201 (a write quorum took it). The others were answered 202, and
-    their processes remove their own leaf (afterd/writer.py). Resolving it here by rule
-    1 could hand the task to a 202 loser while the 201 winner has begun its run (a run
-    is written `running` only after RUNNING_WRITE_HOLD_S), so nobody resolves it: each
-    process goes on with its own leaf until the losers have conceded, or until the
-    task's next change makes it an ordinary conflict (the winner's run gets furthest).
-    """
-    owners = {owner_of(d) for d in leaves}
-    return (len(leaves) > 1 and len(owners) == len(leaves) and None not in owners
-            and all(status_of(d) == "scheduled" for d in leaves)
-            and len({runs_of(d) for d in leaves}) == 1)
-
-
 def couch_winner(leaves: list[dict]) -> dict:
     return max(leaves, key=lambda d: rev_key(d["_rev"]))
 
@@ -107,7 +92,7 @@ def progress_key(doc: dict) -> tuple:
 
 
 def edit_key(doc: dict) -> tuple:
-    return (status_of(doc) == "cancel", rev_key(doc["_rev"]))
+    return (status_of(doc) in ("cancel", "canceled"), rev_key(doc["_rev"]))
 
 
 def content(doc: dict) -> dict:
@@ -143,7 +128,7 @@ def what_is_lost(leaf: dict, merged: dict, applied_edit: dict | None) -> list[st
     if records_outcome and runs_of(leaf) >= runs_of(merged) and \
             any(leaf.get(f) != merged.get(f) for f in OUTCOME_FIELDS):
         lost.append("outcome")
-    if status_of(leaf) in USER_EDITS and leaf is not applied_edit and status_of(merged) != status_of(leaf):
+    if status_of(leaf) in EDITS and leaf is not applied_edit and status_of(merged) != status_of(leaf):
         lost.append("edit")
     return lost
 
@@ -184,7 +169,7 @@ def resolve(leaves: list[dict]) -> Resolution:
     leaves = sorted({d["_rev"]: d for d in leaves}.values(), key=lambda d: rev_key(d["_rev"]))
     winner = couch_winner(leaves)
     base = max(leaves, key=progress_key)
-    edits = [d for d in leaves if status_of(d) in USER_EDITS]
+    edits = [d for d in leaves if status_of(d) in EDITS]
     edit = max(edits, key=edit_key) if edits else None
     applied = None
     merged = content(base)

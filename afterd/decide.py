@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from afterd.claims import owner_of
 from afterd.task import FINAL, TaskError, normalize_status
 
-RUN_PHASES = ("starting", "running", "finishing")
+RUN_PHASES = ("fencing", "starting", "running", "finishing")
 
 # Actions
 IGNORE = "ignore"          # nothing to do (an echo, an older version, a peer's task)
@@ -53,16 +53,12 @@ class Action:
     run_now: bool = False
 
 
-def decide(doc: dict, held: Held | None, *, me: str, worker: str,
-           forgotten_gen: int = 0, withdrawn_rev: str | None = None) -> Action:
+def decide(doc: dict, held: Held | None, *, me: str, worker: str, forgotten_gen: int = 0) -> Action:
     """The action the loop takes for this version of a task (see the module's docstring).
 
     forgotten_gen: the generation of the last version of a task we let go (0: none), so
-    that a late echo of it is not taken for news. withdrawn_rev: our own leaf that a
-    write quorum never took and that we withdrew: never act on it.
+    that a late echo of it is not taken for news.
     """
-    if withdrawn_rev is not None and doc.get("_rev") == withdrawn_rev:
-        return Action(IGNORE, "our withdrawn leaf")
     known_gen = rev_gen(held.rev) if held is not None else forgotten_gen
     gen = rev_gen(doc.get("_rev"))
     if not doc.get("_deleted") and (gen < known_gen or (gen == known_gen and (

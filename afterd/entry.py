@@ -30,13 +30,13 @@ class Entry:
     the objects inside them.
     """
     __slots__ = ("id", "_hot", "_packed", "phase", "run_id", "writing", "latest", "outcome", "cancel",
-                 "confirm_first", "spec", "taking_from", "not_before_s")
+                 "confirm_first", "spec", "taking_from", "not_before_s", "fenced_by")
 
     def __init__(self, doc: dict):
         self.id = doc.get("_id")       # the same str object as the key in Worker.entries
         self.doc = doc                 # latest version we know (with _rev)
         self.phase = "new"             # new | armed | held (status paused) | paused (our lease lapsed)
-                                       # | starting | running | finishing
+                                       # | fencing (cluster) | fenced | starting | running | finishing
         self.run_id: str | None = None
         self.writing = False           # a write of this doc is in flight
         self.latest: dict | None = None    # a newer version seen while writing: decide on it after
@@ -45,7 +45,8 @@ class Entry:
         self.confirm_first = False     # write `running` and see it succeed before starting
         self.spec = None               # the RunSpec of the current run
         self.taking_from: str | None = None  # the dead process whose run we are settling
-        self.not_before_s = 0.0        # epoch: after a claim that did not win, confirm no sooner
+        self.not_before_s = 0.0        # epoch: start no sooner (a run whose fence another holds)
+        self.fenced_by: str | None = None  # the process holding the fence of the run we wanted
 
     @property
     def doc(self) -> dict:

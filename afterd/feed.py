@@ -46,13 +46,6 @@ RESOLVE_ROUNDS = 5
 # Consecutive failed attempts at resolving a batch before it is handed over unresolved:
 # one task the resolution cannot fix must not stop the feed of every other task.
 RESOLVE_GIVE_UP_AFTER = 5
-# How long rival claims (conflicts.is_claim_race) are left for the claims answered 202 to
-# be withdrawn (a withdrawal takes a read and a delete: milliseconds, seconds on a loaded
-# server) before the feed resolves them by the ordinary rule, as it must when replication,
-# not a cluster's quorum, made them (two servers replicating both ways: both claims were
-# answered 201). Resolving sooner could hand the task to a 202 loser whose withdrawal is
-# still on its way, while the 201 winner runs it.
-CLAIM_RACE_GRACE_S = 60.0
 
 
 def backoff_s(failures: int, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S, rng=random) -> float:
@@ -98,15 +91,6 @@ def tombstone(doc: dict) -> dict:
     return {"_id": doc["_id"], "_rev": doc.get("_rev"), "_deleted": True}
 
 
-def rivals(leaves: list[dict]) -> dict:
-    """resolve_conflict's answer for rival claims left to their claimants: the leaves."""
-    return {"_rivals": leaves}
-
-
-def is_rivals(doc: dict) -> bool:
-    return "_rivals" in doc
-
-
 def put_back(couch, doc_id: str, merged: dict) -> dict | None:
     """A task whose every leaf was deleted while its conflict was being resolved (its
     kept leaf withdrawn by a claimant answered 202 at the same moment): write the merged
@@ -120,8 +104,7 @@ def put_back(couch, doc_id: str, merged: dict) -> dict | None:
     return couch.get_conflicted(doc_id)
 
 
-def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS,
-                     defer_race=lambda doc_id: False) -> dict:
+def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS) -> dict:
     """Resolve a task's conflicting revisions; the task as it is afterwards, for the loop.
 
     Each round: read the live leaves, compute the resolution (the same on every worker),
@@ -140,14 +123,6 @@ def resolve_conflict(couch, doc: dict, rounds: int = RESOLVE_ROUNDS,
         if len(leaves) != len(revs):
             last = f"of leaves {revs} only {[d['_rev'] for d in leaves]} were live"
             log.debug("task %s: %s", doc_id, last, extra=about_doc(doc, in_text=True))
-        elif conflicts.is_claim_race(leaves) and defer_race(doc_id):
-            # Not ours to settle (conflicts.is_claim_race). The loop keeps what it holds:
-            # the 201 winner its claim, a 202 loser the withdrawal under way; a leaf
-            # handed over now could arm a claim the loop never saw answered. None: this
-            # change is skipped; the withdrawal, or the end of the grace, brings the task.
-            log.info("task %s: rival claims %s; waiting for the claims answered 202 to be withdrawn",
-                     doc_id, ", ".join(revs), extra=about_doc(doc, in_text=True))
-            return rivals(leaves)
         else:
             resolution = conflicts.resolve(leaves)
             results = couch.write_resolution(resolution.doc, doc_id, resolution.losers)
@@ -189,7 +164,7 @@ class Feed(threading.Thread):
     def __init__(self, couch, worker: str, checkpoint: str, on_batch, on_state, *,
                  request_deadline_s: float = REQUEST_DEADLINE_S, batch_limit: int = BATCH_LIMIT,
                  backoff_base_s: float = BACKOFF_BASE_S, backoff_cap_s: float = BACKOFF_CAP_S,
-                 owner_process: str | None = None, claim_race_grace_s: float = 0.0):
+                 owner_process: str | None = None):
         super().__init__(name=f"feed-{worker}", daemon=True)
         self.couch = couch.clone()  # a Session of its own: requests.Session is not shared across threads
         self.worker = worker
@@ -205,8 +180,6 @@ class Feed(threading.Thread):
         self._failures = 0  # consecutive failed attempts, for the backoff
         self._state = None
         self._resolve_failures = 0  # consecutive failed attempts at the conflicts of one batch
-        self._races: dict[str, float] = {}   # task with rival claims -> when (monotonic) to resolve it
-        self.claim_race_grace_s = claim_race_grace_s
 
     def stop(self, wait_s: float = STOP_WAIT_S) -> bool:
         """Ask the feed to end; True once the thread has ended (a quiet longpoll notices within ~1 s)."""
@@ -238,9 +211,9 @@ class Feed(threading.Thread):
                     unsaved, saved_m = False, clock.monotonic_s()
                 results, last_seq = self.couch.changes(
                     since, selector=worker_selector(self.worker, self.owner_process), limit=self.batch_limit,
-                    deadline_s=self._deadline_s(), cancel=self._stopping, on_open=self._opened,
+                    deadline_s=self.request_deadline_s, cancel=self._stopping, on_open=self._opened,
                     conflicts=True, style="all_docs")
-                docs = batch_docs(results) + self._races_due()
+                docs = batch_docs(results)
             except CouchError as e:
                 if e.status in FINAL_STATUSES:
                     self.on_state("fatal", str(e))
@@ -289,30 +262,6 @@ class Feed(threading.Thread):
             except CouchError:
                 pass  # the next start re-delivers that batch once
 
-    def _deadline_s(self) -> float:
-        """A longpoll ends in time for the next rival claims to be resolved."""
-        if not self._races:
-            return self.request_deadline_s
-        left_s = min(self._races.values()) - clock.monotonic_s()
-        return max(0.5, min(self.request_deadline_s, left_s))
-
-    def _races_due(self) -> list[dict]:
-        """Tasks whose rival claims outlived CLAIM_RACE_GRACE_S, as they are now."""
-        now_m = clock.monotonic_s()
-        due = [doc_id for doc_id, at_m in self._races.items() if at_m <= now_m]
-        docs = []
-        for doc_id in due:
-            current = self.couch.get_conflicted(doc_id)   # may raise: retried with the batch
-            docs.append(current if current is not None else {"_id": doc_id, "_deleted": True})
-        return docs
-
-    def _defer_race(self, doc_id: str) -> bool:
-        """True while this task's rival claims are within their grace (see CLAIM_RACE_GRACE_S)."""
-        if self.claim_race_grace_s <= 0:
-            return False
-        at_m = self._races.setdefault(doc_id, clock.monotonic_s() + self.claim_race_grace_s)
-        return clock.monotonic_s() < at_m
-
     def _resolve_all(self, docs: list[dict]) -> list[dict]:
         """The batch with each conflicted task resolved (see resolve_conflict)."""
         if self._resolve_failures >= RESOLVE_GIVE_UP_AFTER:
@@ -324,12 +273,7 @@ class Feed(threading.Thread):
         resolved = []
         for doc in docs:
             if has_conflicts(doc) and not is_worker_record(doc):
-                doc = resolve_conflict(self.couch, doc, defer_race=self._defer_race)
-                if is_rivals(doc):
-                    continue
-            if not has_conflicts(doc) and doc.get("_id") in self._races and \
-                    self._races[doc["_id"]] <= clock.monotonic_s():
-                del self._races[doc["_id"]]
+                doc = resolve_conflict(self.couch, doc)
             resolved.append(without_conflicts(doc))
         self._resolve_failures = 0
         return resolved

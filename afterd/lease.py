@@ -15,7 +15,8 @@ import logging
 import threading
 
 from afterd import clock, journal
-from afterd.claims import HEARTBEAT_PREFIX, Identity, heartbeat_doc, heartbeat_prefix, heartbeats_of, lease_expired
+from afterd.claims import (HEARTBEAT_PREFIX, Identity, heartbeat_doc, heartbeat_prefix, heartbeats_of,
+                           alive, lease_expired, live_view)
 from afterd.couch import Conflict, CouchError, NotFound
 
 log = logging.getLogger("after.lease")
@@ -61,6 +62,15 @@ class Heartbeat(threading.Thread):
         self._wake = threading.Event()
         self._stopping = False
         self._next_scan_s = 0.0
+        self._since = None            # our first beat: peers count us in their shares after a while
+        self.on_view = None           # (live processes: tuple, alive: frozenset) -> None, after each scan
+        self.on_own = None            # (our active tasks: list) -> None, on the sweeps below
+        # Scans left that also read the tasks owned by us: a start-up reads one copy, which
+        # may miss a claim we made in a life before (the feed that saw it checkpointed it),
+        # and a lapse may hide one too. Each sweep hands them to the loop, which decides
+        # those it does not hold (decide.py ignores what it holds already).
+        self.sweeps = 3
+        self._suspect = False         # a renewal failed: its write may have landed as a branch
 
     # -- called from other threads ---------------------------------------------------
 
@@ -95,19 +105,27 @@ class Heartbeat(threading.Thread):
         """Write the heartbeat; the monotonic time until which our lease holds, or None."""
         sent_s = self.clock.monotonic_s()
         counters = self.counters() if self.counters else None
+        now = self.clock.now()
+        self._since = self._since or now
         body = {"_id": self.me.heartbeat_id,
-                **heartbeat_doc(self.me, self.clock.now(), self.lease_s, stopped, counters)}
+                **heartbeat_doc(self.me, now, self.lease_s, stopped, counters, since=self._since)}
         for _ in range(3):
+            body.pop("_rev", None)
             if self._rev:
                 body["_rev"] = self._rev
             try:
                 self._rev, quorum = self.couch.put_quorum(body)
             except Conflict:
-                # Our previous incarnation in this slot left it, or a write timed out after landing.
-                try:
-                    self._rev = self.couch.get(self.me.heartbeat_id)["_rev"]
-                except NotFound:
-                    self._rev = None
+                # Our previous incarnation in this slot left it, or a write timed out after
+                # landing; on a cluster a renewal answered 202 may stand beside another as a
+                # conflicting leaf: only we write our heartbeat, so drop the others.
+                current = self.couch.get_conflicted(self.me.heartbeat_id)
+                self._rev = current["_rev"] if current is not None else None
+                for rev in (current or {}).get("_conflicts", []):
+                    try:
+                        self.couch.delete(self.me.heartbeat_id, rev)
+                    except CouchError:
+                        pass   # gone already, or another of our renewals took it
                 continue
             if not quorum:
                 # 202: fewer copies than the write quorum took it. A peer reading from the
@@ -131,7 +149,15 @@ class Heartbeat(threading.Thread):
         except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
             # The thread must outlive any answer: a dead heartbeat is a lapsed lease.
             self.on_lease(None, str(e))
+            self._suspect = True
+            self.sweeps = 3
             return min(interval_s, 2.0)
+        if self._suspect or self.clock.monotonic_s() >= self._next_scan_s:
+            try:
+                self._drop_rival_leaves()
+            except (CouchError, LookupError, TypeError, ValueError):
+                pass   # the next beat tries again
+
         if self.clock.monotonic_s() >= self._next_scan_s:
             self._next_scan_s = self.clock.monotonic_s() + self.lease_s / 2
             try:
@@ -140,10 +166,28 @@ class Heartbeat(threading.Thread):
                 log.warning("could not look for peers whose lease ended: %s", e)
         return interval_s
 
+    def _drop_rival_leaves(self):
+        """After a failed renewal: one whose answer was lost or 202 may stand as a leaf beside
+        the one that then succeeded (on a cluster). Only we write our heartbeat: keep ours."""
+        current = self.couch.get_conflicted(self.me.heartbeat_id)
+        for rev in (current or {}).get("_conflicts", []):
+            try:
+                self.couch.delete(self.me.heartbeat_id, rev)
+            except Conflict:
+                pass   # gone already
+        self._suspect = False
+
     def scan_peers(self):
         now = self.clock.now()
         worker = self.me.worker
+        if self.sweeps > 0 and self.on_own is not None:
+            self.on_own(self.couch.find({"worker": worker, "owner.process": self.me.process,
+                                         "status": {"$in": ACTIVE}}))
+            self.sweeps -= 1
         beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
+        if self.on_view is not None:
+            self.on_view(live_view(self.me.process, beats, now, self.skew_margin_s, self.lease_s),
+                         alive(beats, now, self.skew_margin_s) | {self.me.life})
         for beat in beats:
             process = beat["_id"][len(HEARTBEAT_PREFIX):]
             if process == self.me.process:

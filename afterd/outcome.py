@@ -204,7 +204,8 @@ def due_date(value) -> datetime | None:
 def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
     """The document to write: `fields` over `base` (the current version), owned by us.
 
-    A user's `cancel` written during the run makes it `canceled`; a `pause` makes a
+    A user's `cancel` written during the run (or carried out by another process) makes
+    it `canceled`; a `pause` makes a
     repeat that would go on `paused` (the run finished; the chain waits); a `run` (run
     now) makes a repeat that goes on run once more at once (`run_now`); a `reschedule`
     makes the user's date the next one (a new anchor for a repeat, a new run for a
@@ -223,7 +224,9 @@ def apply_outcome(base: dict, fields: dict, owner_field: dict) -> dict:
             doc["_attachments"] = attachments
         else:
             doc.pop("_attachments", None)
-    if base.get("status") == "cancel":
+    if base.get("status") in ("cancel", "canceled"):
+        # Canceled meanwhile (on a cluster another process may have carried out the cancel
+        # while our run's outcome was on its way): the run is recorded, the task stays ended.
         doc["status"] = "canceled"
     elif base.get("status") in ("pause", "paused") and doc.get("status") == "scheduled":
         doc["status"] = "paused"

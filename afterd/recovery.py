@@ -9,6 +9,7 @@ import logging
 
 from afterd import claims
 from afterd import outcome as outcomes
+from afterd.decide import rev_gen
 from afterd.entry import Entry
 from afterd.logs import about_doc
 from afterd.task import TaskError, crash_retries, format_date, normalize_status, parse_date
@@ -29,6 +30,9 @@ class Recovering:
             except TaskError as e:
                 self._refuse(doc, e)
                 continue
+            if runs is None and claims.rendezvous(doc["_id"], self._view or (self.me.process,)) != self.me.process:
+                continue   # another live process's share: it takes this one over (a dead peer
+                           # on our own host is settled here, from its journal, by any of us)
             run = (doc.get("running") or {}).get("run") or claims.run_id(
                 doc["_id"], format_date(date), doc.get("attempts", 0))
             rec = (runs or {}).get(run)
@@ -38,9 +42,15 @@ class Recovering:
                 # unless the document says running (then the journal was lost).
                 state = "started" if status == "running" else "intent"
             decision = claims.takeover(status, date, beat, state, now)
-            entry = self.entries.get(doc["_id"]) or self.entries.setdefault(doc["_id"], Entry(doc=doc))
-            if entry.writing:
-                continue
+            if self.cluster and decision == claims.INTERRUPTED and status == "scheduled":
+                # Whether it may have started is known exactly here: a run starts only behind
+                # its fence, so we ask for that fence; a fence its owner made first says it
+                # may have started (_recheck_fence ends it as interrupted), none says it never did.
+                decision = claims.CLAIM
+            held = self.entries.get(doc["_id"])
+            if held is not None and (held.writing or rev_gen(held.rev) >= rev_gen(doc.get("_rev"))):
+                continue   # we hold it, at this version or newer: the scan read a copy behind
+            entry = held or self.entries.setdefault(doc["_id"], Entry(doc=doc))
             entry.doc = doc
             log.info("task %s: owner %s is gone; %s", doc["_id"], process, decision,
                      extra=about_doc(doc))
@@ -57,11 +67,6 @@ class Recovering:
     def _recover_running(self, entry):
         """Ours and `running`, but not in this process: our predecessor in this slot ran it."""
         run = (entry.doc.get("running") or {}).get("run")
-        if run in self._unstarted:
-            # Our own confirmation of a run that never began (not confirmed by a write
-            # quorum), made the winner by a conflict's resolution: claim it again.
-            self._claim(entry, reset_anchor=False)
-            return
         prior = self._predecessor.pop(run, None) if run else None
         if prior is not None and prior.state == "intent":
             self._claim(entry, reset_anchor=False)   # journaled, never started: run it

@@ -9,6 +9,8 @@ import logging
 from datetime import datetime, timezone
 
 from afterd import claims
+from afterd import fences as fencing
+from afterd.conflicts import runs_of
 from afterd import outcome as outcomes
 from afterd.logs import about, about_doc
 from afterd.metrics import outcome_kind
@@ -36,6 +38,9 @@ class Running:
             entry = self.entries.get(task_id)
             if entry is not None and entry.phase == "running":
                 self.runner.cancel(entry.run_id)   # overlap "replace": its next occurrence is due
+            if entry is not None and entry.phase == "fenced":
+                self._recheck_fence(entry)
+                continue
             if entry is None or entry.phase != "armed":
                 continue
             if entry.writing:
@@ -63,6 +68,11 @@ class Running:
 
     def _begin(self, entry, task, at_s):
         run, due = run_key(entry.doc, task)
+        if self.runs.get(run) == task.id:
+            # This very run is under way here already (a version of the task from before
+            # its start came back): it is not begun twice; its outcome closes it.
+            entry.run_id, entry.phase = run, "running"
+            return
         entry.run_id, entry.phase, entry.cancel = run, "starting", False
         self.runs[run] = task.id
         entry.spec = RunSpec(run_id=run, task_id=task.id, job=task.job_name, at_epoch_s=at_s,
@@ -71,13 +81,69 @@ class Running:
                                    "arguments": task.arguments, "doc": entry.doc},
                              queued_since_s=self._queued_since(due.timestamp()))
         self.journal.add("intent", run, task=task.id, date=format_date(task.date))
-        if entry.confirm_first:
+        if self.cluster:
+            # On a cluster the run starts once its fence is ours (fences.py): that, not the
+            # task's conditional writes, is what keeps it to one process. _ev_fence goes on.
+            entry.phase = "fencing"
+            self._after_commit.append(lambda: self.fences.request(run, task.id))
+        elif entry.confirm_first:
             # After a lapse or a takeover: start only once CouchDB confirms we still own it.
             running = {**entry.doc, "status": "running", "running": self._running_field(run, at_s)}
             self._after_commit.append(lambda: self._write(entry, running, "running"))
         else:
             # `running` is written once the run has started and outlived RUNNING_WRITE_HOLD_S.
             self._after_commit.append(lambda: self._submit(entry))
+
+    def _ev_fence(self, run_id, task_id, verdict, holder):
+        """The fence of a run we are about to start: ours (start it), or another's."""
+        entry = self.entries.get(task_id)
+        # ("running": _begin met this run under way, or still asking for its fence)
+        ours = entry is not None and entry.run_id == run_id and entry.phase in ("fencing", "running")
+        if verdict == fencing.WON and ours and not entry.cancel:
+            if not self._lease_ok(entry.spec.at_epoch_s):
+                # Our lease lapsed while we asked (a partition): peers may hold the task now.
+                self.fences.release(run_id)
+                self._unstart(run_id)
+                entry.phase, entry.run_id = "paused", None
+                self._lease_lapsed = True
+                return
+            entry.phase, entry.confirm_first = "starting", False   # the fence is the confirmation
+            self._submit(entry)
+            return
+        self._unstart(run_id)
+        if verdict == fencing.WON:
+            # The task left us, or the user canceled it, while we asked: hand the fence back.
+            self.fences.release(run_id)
+            if ours:
+                entry.phase, entry.run_id = "new", None
+                if entry.cancel:
+                    self._cancel(entry, entry.doc)
+                else:
+                    self._arm(entry)
+            return
+        if not ours:
+            return
+        log.info("task %s: run %s is held by %s; waiting for its outcome", task_id, run_id, holder,
+                 extra=about_doc(entry.doc, run_id, in_text=True))
+        entry.phase, entry.fenced_by = "fenced", holder
+        self.timers.arm(task_id, self.now_s + self.settings.lease_s / 2)
+
+    def _unstart(self, run_id):
+        """A run we began but will not start (journaled as intent): close it."""
+        self.runs.pop(run_id, None)
+        self.journal.add("written", run_id)
+
+    def _recheck_fence(self, entry):
+        """A run whose fence another process holds, still not moved on: while that process
+        lives, ask for the fence again (it hands back a fence it did not use); once it is
+        gone, that run may have started: end it as interrupted (claims.may_have_started)."""
+        holder, run = entry.fenced_by, entry.run_id
+        if holder in self._alive and holder != self.me.life:
+            entry.phase = "armed"
+            self._begin(entry, parse_task(entry.doc), self.now_s)
+            return
+        entry.phase, entry.taking_from = "new", holder
+        self._interrupted(entry, run, f"process {holder} held its fence and is gone")
 
     def _queued_since(self, date_s: float) -> float | None:
         """Since when a run begun now waited for room (None: it did not)."""
@@ -95,6 +161,8 @@ class Running:
         task_id = self.runs.get(run_id)
         entry = self.entries.get(task_id) if task_id else None
         # The zygote journaled the start itself, before the job could begin.
+        if self.fences is not None:
+            self.fences.forget(run_id)   # begun: its fence stands for good
         if entry is not None and entry.run_id == run_id:
             if entry.phase == "starting" and not entry.confirm_first:
                 self._hold(task_id, started_at_s, self._running_field(run_id, started_at_s))
@@ -141,6 +209,8 @@ class Running:
             # Shut down before its date: it never ran. Put it back to scheduled for whoever
             # comes next; the journal keeps only its intent, which says "never started".
             entry.phase, entry.run_id = "armed", None
+            if self.fences is not None:
+                self.fences.release(outcome.run_id)
             if not entry.writing:
                 back = {k: v for k, v in entry.doc.items() if k != "running"}
                 self._write(entry, {**back, "status": "scheduled"}, "unstart")
@@ -175,14 +245,27 @@ class Running:
 
     def _write_outcome(self, entry, base):
         """Put the pending outcome onto `base` (the current version) and write it."""
-        if claims.owner_of(base) not in (None, self.me.process, entry.taking_from):
+        if entry.taking_from and runs_of(base) >= int(entry.outcome.get("runs") or 0):
+            # We were ending a gone process's run as interrupted, and the task now records
+            # that run already (its process came back and wrote the real outcome, or our own
+            # write landed though its answer was lost): keep that.
+            log.info("task %s: the run of %s is recorded already; not writing it as interrupted",
+                     base["_id"], entry.taking_from, extra=about_doc(base, entry.run_id, in_text=True))
+            entry.outcome, entry.run_id, entry.taking_from, entry.phase = None, None, None, "new"
+            self._decide(base)   # the task as it is now: ours to arm, or its holder's
+            return
+        owner = claims.owner_of(base)
+        # Taken over while our run went on, on a cluster: the run was this occurrence's one
+        # run (its fence was ours), so its outcome goes onto the task as its new owner holds it.
+        keep_owner = self.cluster and owner not in (None, self.me.process, entry.taking_from)
+        if owner not in (None, self.me.process, entry.taking_from) and not keep_owner:
             update = entry.outcome
             log.warning("task %s was taken over by %s while its run finished; outcome not written: %s",
                         base["_id"], claims.owner_of(base), update.get("error") or update.get("result"),
                         extra=about_doc(base, entry.run_id, in_text=True))
             self._forget(base["_id"], "taken over")
             return
-        doc = outcomes.apply_outcome(base, entry.outcome, self.me.owner_field())
+        doc = outcomes.apply_outcome(base, entry.outcome, base["owner"] if keep_owner else self.me.owner_field())
         entry.phase = "finishing"
         run = entry.run_id or (base.get("running") or {}).get("run") or ""
         follow = outcomes.follow_up(base, entry.outcome, run, self.now())

@@ -13,11 +13,13 @@ from afterd import claims, clock, journal
 from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
 from afterd.exits import EXIT_NOPERM, EXIT_SOFTWARE, EXIT_UNAVAILABLE
-from afterd.feed import CLAIM_RACE_GRACE_S, Feed, has_conflicts, is_rivals, resolve_conflict, without_conflicts
+from afterd.feed import Feed, has_conflicts, resolve_conflict, without_conflicts
 from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
 from afterd.logs import about_doc, setup_logging
 from afterd.runner import Runner
+from afterd.task import format_date
 from afterd.worker import Worker
+from afterd.fences import Fences
 from afterd.writer import Writer
 
 log = logging.getLogger("after.worker")
@@ -29,7 +31,7 @@ def run_worker(name: str, settings) -> int:
     worker = Worker(name, settings)
     try:
         store = connect(settings)
-        worker.claim_race_grace_s = claim_race_grace(store.quorum())
+        worker.cluster = is_cluster(store.quorum())
     except Unauthorized as e:
         log.error("%s", e)
         return EXIT_NOPERM
@@ -59,24 +61,24 @@ def connect(settings) -> Couch:
     return store
 
 
-def claim_race_grace(quorum: dict) -> float:
-    """How long the feed leaves rival claims for their 202 losers to withdraw (feed.py).
+def is_cluster(quorum: dict) -> bool:
+    """Whether the database keeps more than one copy of each document (GET /db's `cluster`).
 
-    On a cluster (n > 1 copies) a claim wins only when a write quorum took it, and with
-    w a majority of n two rival claims cannot both win: the losers withdraw, and the
-    feed must not settle the race first. Elsewhere (one node, or servers replicating to
-    each other) every claim was answered 201 and nothing will be withdrawn: the feed
-    settles rival claims at once by the ordinary rule (docs/guarantees.md).
+    On a cluster a write can be taken by some copies and not others (202), and two
+    conditional writes on one revision can both be kept: a run then starts only behind
+    its fence, a document that a write quorum created for that run alone (fences.py,
+    docs/guarantees.md). On one copy a conditional write is exact and no fence is made.
     """
     n, w = quorum.get("n", 1), quorum.get("w")
     if n <= 1:
-        return 0.0
+        return False
     if w is not None and 2 * w <= n:
-        log.warning("the database keeps n=%d copies with a write quorum w=%d, not a majority: two rival "
-                    "claims can both be answered 201, and a task may run twice (docs/guarantees.md)", n, w)
-    log.info("CouchDB cluster: n=%d copies, w=%s, r=%s: a claim counts only when a write quorum took it",
+        log.warning("the database keeps n=%d copies with a write quorum w=%d, not a majority: two "
+                    "fences of one run can both be answered 201, and a task may run twice "
+                    "(docs/guarantees.md)", n, w)
+    log.info("CouchDB cluster: n=%d copies, w=%s, r=%s: each run starts only behind its fence",
              n, w, quorum.get("r"))
-    return CLAIM_RACE_GRACE_S
+    return True
 
 
 def start(worker: Worker, store: Couch):
@@ -84,7 +86,7 @@ def start(worker: Worker, store: Couch):
     load the worker's tasks: after this the worker is ready to run()."""
     s, post = worker.settings, worker._post
     slot, journal_, predecessor = journal.open_slot(worker.state_dir)
-    me = Identity(worker.name, s.host or socket.gethostname(), slot, os.getpid())
+    me = Identity(worker.name, s.host or socket.gethostname(), slot, os.getpid(), started=format_date(clock.now()))
     log.info("worker %s starting as %s (CouchDB %s, database %s, jobs %s)",
              worker.name, me.process, store.safe_url, s.database, s.jobs_dir)
     runner = Runner(s.jobs_dir, on_outcome=lambda o: post("outcome", o),
@@ -104,9 +106,13 @@ def start(worker: Worker, store: Couch):
         store.put_local(checkpoint, {"seq": store.update_seq()})
     feed = Feed(store.clone(), worker.name, checkpoint, on_batch=worker._feed_batch,
                 on_state=lambda state, why: post("feed", state, why),
-                owner_process=me.process, claim_race_grace_s=worker.claim_race_grace_s)
-    worker.attach(me, journal_, predecessor, runner=runner, heartbeat=heartbeat, writer=writer, feed=feed)
+                owner_process=me.process)
+    fences = Fences(store.clone(), me, on_verdict=lambda *a: post("fence", *a),
+                    on_state=lambda ok, why: post("problem", "fences", None if ok else why))
+    worker.attach(me, journal_, predecessor, runner=runner, heartbeat=heartbeat, writer=writer, feed=feed,
+                  fences=fences)
     runner.start()
+    fences.start()
     worker.lease_until_s = heartbeat.renew()
     writer.start()
     load(worker, store, clock.epoch_s(), clock.monotonic_s())
@@ -131,6 +137,8 @@ def load(worker: Worker, store, now_s: float, now_m: float):
     found = store.docs_with_prefix(claims.heartbeat_prefix(name))
     beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b for b in claims.heartbeats_of(name, found)}
     now = worker.now()
+    worker._view = claims.live_view(me.process, list(beats.values()), now, margin_s, worker.settings.lease_s)
+    worker._alive = claims.alive(list(beats.values()), now, margin_s) | {me.life}
     active, foreign = set(), {}
     # Page by page, each decided and dropped before the next is read: a parsed page is
     # ~3 KB a task, the armed state ~0.5 KB (docs/benchmarks.md). A scan, not the
@@ -147,10 +155,6 @@ def load(worker: Worker, store, now_s: float, now_m: float):
             else:
                 foreign.setdefault(owner, []).append(doc)
         worker._decide_all(mine)
-        for doc_id in worker._confirm_at_start.intersection(d["_id"] for d in mine):
-            entry = worker.entries.get(doc_id)
-            if entry is not None:
-                entry.confirm_first = True
     for process, tasks in foreign.items():
         beat = beats.get(process)
         runs = None
@@ -177,17 +181,7 @@ def resolved(worker: Worker, store, doc: dict) -> dict:
     if not has_conflicts(doc):
         return doc
     try:
-        resolved_ = resolve_conflict(store, doc, defer_race=lambda _id: worker.claim_race_grace_s > 0)
-        if not is_rivals(resolved_):
-            return resolved_
-        # Rival claims, left to their 202 losers as in the feed. Nothing says whether
-        # our own leaf among them was answered 201: take it, but confirm it before any
-        # run (load above): a confirmation beside a rival leaf does not win.
-        mine = [d for d in resolved_["_rivals"] if claims.owner_of(d) == worker.me.process]
-        if mine:
-            worker._confirm_at_start.add(doc["_id"])
-            return without_conflicts(mine[0])
-        return without_conflicts(doc)
+        return resolve_conflict(store, doc)
     except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
         log.warning("task %s: conflicting revisions not resolved at start-up: %s", doc["_id"], e,
                     extra=about_doc(doc, in_text=True))

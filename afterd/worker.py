@@ -27,8 +27,9 @@ from collections import deque
 from datetime import datetime, timezone
 
 from afterd import claims, clock, journal
-from afterd.actions import FORGOTTEN_MAX, Acting
+from afterd.actions import Acting
 from afterd.couch import CouchError
+from afterd.decide import RUN_PHASES, rev_gen
 from afterd.entry import Entry
 from afterd.exits import EXIT_OK, EXIT_SOFTWARE
 from afterd.logs import about_doc
@@ -39,7 +40,7 @@ from afterd.runner import FORK_AHEAD_S
 from afterd.runs import Running
 from afterd.task import FINAL
 from afterd.timers import Timers
-from afterd.writer import ACCEPTED, CONFLICT, REFUSED, WRITTEN
+from afterd.writer import CONFLICT, REFUSED, WRITTEN
 
 log = logging.getLogger("after.worker")
 
@@ -49,10 +50,6 @@ log = logging.getLogger("after.worker")
 # queued runs cost ~3 ms a fork). Enough that the zygote always has the next ones.
 OUTSTANDING_PER_SLOT = 4
 IDLE_WAKE_S = 5.0        # upper bound on a select, for STATUS and lease checks
-# After a claim or confirmation answered 202 (fewer copies than the write quorum), the
-# next confirmation waits this long: the cluster is missing nodes, and asking again at
-# once would only add writes to it.
-QUORUM_RETRY_S = 1.0
 
 
 class Worker(Acting, Running, Recovering):
@@ -77,20 +74,24 @@ class Worker(Acting, Running, Recovering):
         self._after_commit: list = []
         self._held: dict[str, tuple[float, dict]] = {}   # task id -> (when, its `running` field)
         self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
-        self._withdrawn: dict[str, str] = {}     # task -> our leaf withdrawn after a 202: never act on it
-        self._unstarted: dict[str, None] = {}    # runs whose `running` we wrote, then did not start
-        self._confirm_at_start: set[str] = set()  # our claims found among rivals at start-up
-        self.claim_race_grace_s = 0.0           # a CouchDB cluster's (service.claim_race_grace)
+        self.cluster = False                    # n > 1 copies: runs start behind fences (fences.py)
+        self.fences = None
+        self._view: tuple[str, ...] | None = None   # live processes sharing our unowned tasks
+        self._parked: dict[str, dict] = {}       # unowned tasks in another process's share
+        self._alive: frozenset = frozenset()     # processes whose lease holds, as last read
         self.now_s, self.now_m = clock.epoch_s(), clock.monotonic_s()   # the turn's instant
         # metrics: host and slot are known once attach() is told them
         self.metrics = Metrics(settings.metrics_dir, worker=name, host=settings.host, slot=0,
                                started_s=self.now_s, now_m=self.now_m)
 
-    def attach(self, me, journal_, predecessor, *, runner, heartbeat, writer, feed):
+    def attach(self, me, journal_, predecessor, *, runner, heartbeat, writer, feed, fences=None):
         """The parts the loop drives (service.start builds them; a test, its own):
         who we are, our journal slot and what our predecessor in it left open."""
         self.me, self.journal, self._predecessor = me, journal_, predecessor
         self.runner, self.heartbeat, self.writer, self.feed = runner, heartbeat, writer, feed
+        self.fences = fences
+        heartbeat.on_view = lambda view, alive: self._post("view", view, alive)
+        heartbeat.on_own = lambda docs: self._post("own", docs)
         self.metrics.host, self.metrics.slot = me.host, me.slot   # metrics
 
     def _post(self, *event):
@@ -222,12 +223,11 @@ class Worker(Acting, Running, Recovering):
             return
         if entry is None:
             return
-        entry.writing = False
-        if kind == ACCEPTED:
-            self._not_won(entry, write, *info)
+        if kind == WRITTEN and rev_gen(info) <= rev_gen(entry.rev) and not entry.writing:
+            # The answer to a write sent again after its first answer was lost (it reached
+            # the copies then): we hold newer already, and no write of ours is in flight.
             return
-        if write.decides:
-            self._set_problem("quorum", None)
+        entry.writing = False
         if kind == WRITTEN:
             entry.doc = {**write.doc, "_rev": info}
             if tag.startswith("outcome:"):
@@ -242,8 +242,10 @@ class Worker(Acting, Running, Recovering):
             if info is None:
                 self._forget(doc_id, "deleted")
                 return
-            if tag.startswith("outcome:") and entry.outcome is not None:
-                self._write_outcome(entry, info)   # put the outcome on the current version
+            if entry.outcome is not None and (tag.startswith("outcome:") or entry.phase == "finishing"):
+                # Put the outcome on the current version: its own write lost a race, or the
+                # run ended while its `running` write did (a user's edit, a retried write).
+                self._write_outcome(entry, info)
                 return
             if tag == "running" and entry.confirm_first and entry.phase == "starting":
                 # Not confirmed: it never started. Close the intent and decide afresh.
@@ -256,43 +258,6 @@ class Worker(Acting, Running, Recovering):
                       extra=about_doc(write.doc, in_text=True))
             self._forget(doc_id, "refused")
 
-    def _not_won(self, entry, write, rev, current, withdrawn):
-        """A claim or confirmation that did not win (answered 202 on a cluster, or a
-        confirmation beside a rival claim): we do not own the task, or not yet. The writer
-        read it from a quorum and withdrew our leaf where a rival stands; decide again from
-        what it read, and confirm before any run."""
-        doc_id, tag = entry.id, write.tag
-        log.info("task %s: our %s was not confirmed by a write quorum: not starting", doc_id, tag,
-                 extra=about_doc(entry.doc, in_text=True))
-        self._set_problem("quorum", "CouchDB takes writes on fewer copies than its write quorum: "
-                                    "runs wait until a claim is confirmed")
-        entry.latest = None   # a feed copy of our own leaf proves nothing
-        if tag == "running" and entry.phase == "starting":
-            self.runs.pop(entry.run_id, None)
-            self.journal.add("written", entry.run_id)   # never started
-            self._unstarted[entry.run_id] = None
-            if len(self._unstarted) > FORGOTTEN_MAX:
-                self._unstarted.pop(next(iter(self._unstarted)))
-            entry.phase, entry.run_id = "new", None
-        entry.confirm_first = True
-        entry.not_before_s = self.now_s + QUORUM_RETRY_S
-        if withdrawn:
-            self._withdrawn[doc_id] = rev
-            if len(self._withdrawn) > FORGOTTEN_MAX:
-                self._withdrawn.pop(next(iter(self._withdrawn)))
-        elif tag == "running":
-            # Our `running` leaf stands, but no run began: take it back to a claim (else it
-            # reads as a run of ours that died) and confirm again later.
-            entry.doc = {**write.doc, "_rev": rev}
-            entry.phase = "new"
-            self._write(entry, {**{k: v for k, v in write.doc.items() if k != "running"},
-                                "_rev": rev, "status": "scheduled"}, "claim")
-            return
-        if current is None:
-            self._forget(doc_id, "deleted")
-            return
-        self._decide(current)
-
     def _after_write(self, entry, tag):
         doc = entry.doc
         status = doc.get("status")
@@ -302,6 +267,9 @@ class Worker(Acting, Running, Recovering):
             return
         if entry.outcome is not None and entry.phase == "finishing":
             self._write_outcome(entry, doc)
+            return
+        if claims.owner_of(doc) not in (None, self.me.process) and entry.phase not in RUN_PHASES:
+            self._forget(doc["_id"], f"held by {claims.owner_of(doc)}")   # our run's outcome, on a task taken over
             return
         if status in FINAL:
             self._forget(doc["_id"], status)
@@ -398,6 +366,8 @@ class Worker(Acting, Running, Recovering):
         else:
             log.warning("CouchDB did not take every outcome before shutdown; the journal keeps them")
         self.writer.stop()
+        if self.fences is not None:
+            self.fences.stop()
         self.metrics.up = 0   # metrics: the last file says the worker stopped cleanly
         self._write_metrics(force=True)
         self.journal.close()

@@ -20,6 +20,7 @@ from afterd.claims import Identity
 from afterd.config import Settings
 from afterd.couch import Unavailable
 from afterd.feed import batch_docs, worker_selector
+from afterd.fences import Fences
 from afterd.journal import open_slot
 from afterd.lease import Heartbeat
 from afterd.runner import RunOutcome
@@ -132,9 +133,11 @@ class Process:
                                    on_peer=lambda *a: w._post("peer", *a), clock=clock)
         self.writer = Writer(store, on_result=lambda kind, wr, info: w._post("write", kind, wr, info),
                              on_state=lambda ok, why: w._post("problem", "writer", None if ok else why))
-        self.writer.settle_inline = True
+        self.fences = Fences(store, self.me, on_verdict=lambda *a: w._post("fence", *a),
+                             on_state=lambda ok, why: w._post("problem", "fences", None if ok else why),
+                             clock=clock)
         w.attach(self.me, journal, predecessor, runner=self.runner, heartbeat=self.heartbeat,
-                 writer=self.writer, feed=None)
+                 writer=self.writer, feed=None, fences=self.fences)
         self.since = store.update_seq()
         w.lease_until_s = self.heartbeat.renew()
         self.next_beat_m = clock.m + self.heartbeat.lease_s / 4
@@ -155,6 +158,8 @@ class Process:
         batch = self.writer.take()
         if batch:
             self.writer.send(batch)   # in an outage it stays queued, as the writer thread keeps it
+        while self.fences.step():
+            pass
         self.runner.step(clock.t)
         self.worker.turn(clock.t, clock.m)
 

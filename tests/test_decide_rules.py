@@ -25,7 +25,6 @@ CASES = [
     ("same generation, other branch, other owner", doc(rev="2-fff", owner=PEER), ARMED, d.FORGET),
     ("late echo of a task let go", doc(rev="2-aaa"), None, d.IGNORE),   # forgotten_gen=2 below
     ("our write in flight", doc(rev="3-bbb"), Held("2-aaa", "armed", writing=True), d.LATER),
-    ("our withdrawn leaf", doc(rev="9-withdrawn"), ARMED, d.IGNORE),
     # still ours to act on?
     ("deleted", {"_id": "t1", "_rev": "3-x", "_deleted": True}, ARMED, d.FORGET),
     ("moved to another worker", doc(worker="other"), ARMED, d.FORGET),
@@ -40,6 +39,7 @@ CASES = [
     ("running, ours, not here", doc(status="running"), None, d.RECOVER),
     ("cancel", doc(status="cancel"), ARMED, d.CANCEL),
     ("cancel during our run", doc(status="cancel"), RUNNING, d.CANCEL_RUN),
+    ("cancel while we ask for the run's fence", doc(status="cancel"), Held("2-aaa", "fencing"), d.CANCEL_RUN),
     ("cancel once the run is over", doc(status="cancel"), FINISHING, d.KEEP),
     ("pause", doc(status="pause"), ARMED, d.PAUSE),
     ("pause during our run: it finishes", doc(status="pause"), RUNNING, d.KEEP),
@@ -55,8 +55,7 @@ CASES = [
 @pytest.mark.parametrize("why, document, held, expected", CASES, ids=[c[0] for c in CASES])
 def test_decide(why, document, held, expected):
     forgotten = 2 if why.startswith("late echo") else 0
-    withdrawn = "9-withdrawn" if why == "our withdrawn leaf" else None
-    action = decide(document, held, me=ME, worker="manobi", forgotten_gen=forgotten, withdrawn_rev=withdrawn)
+    action = decide(document, held, me=ME, worker="manobi", forgotten_gen=forgotten)
     assert action.kind == expected, action
 
 

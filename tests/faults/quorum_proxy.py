@@ -24,7 +24,7 @@ import random
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
@@ -42,6 +42,8 @@ class QuorumProxy:
         self.rng = random.Random(seed)
         self.planted = 0      # refused writes answered 202, their revision planted
         self.accepted = 0     # successful writes answered 202
+        self.fence_accept_p = 0.0   # a run's fence created, and answered 202 (fences.py)
+        self.fences_accepted = 0
         self.stale_reads = 0  # heartbeat reads answered with an ended lease
         # A gate the test can close: task writes wait at it (ids noted in `held`) until it
         # opens, so every worker reads every task before any claim lands.
@@ -125,6 +127,11 @@ class QuorumProxy:
         status, payload = resp.status_code, resp.content
         if method == "POST" and url.path.endswith("/_bulk_docs") and status == 201 and body:
             status, payload = self._bulk(url.path.rsplit("/", 1)[0], json.loads(body), resp.json())
+        elif method == "PUT" and status == 201 and unquote(url.path).rsplit("/", 1)[-1].startswith("after:run:") \
+                and self._chance(self.fence_accept_p):
+            status = 202
+            with self._lock:
+                self.fences_accepted += 1
         elif method == "GET" and url.path.endswith("/_all_docs") and self.stale_leases and status == 200:
             payload = self._stale(parse_qs(url.query), resp.json())
         elif method == "GET" and url.path.count("/") == 1 and len(url.path) > 1 and status == 200:
