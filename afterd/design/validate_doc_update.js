@@ -232,15 +232,15 @@ function (newDoc, oldDoc, userCtx, secObj) {
   }
 
   function checkPolicies(doc) {
-    if (doc.retry !== undefined && !kept("retry")) {   // null is refused: the field always meant a number
+    if (doc.retry !== undefined) {   // null is refused: the field always meant a number
       checkRetry(doc.retry);
     }
     checkChoice("catchup", doc.catchup, CATCHUP_MODES);
-    if (given(doc.catchup_window) && !kept("catchup_window")) {
+    if (given(doc.catchup_window)) {
       checkDuration("catchup_window", doc.catchup_window);
     }
     checkChoice("overlap", doc.overlap, OVERLAP_MODES);
-    if (given(doc.jitter) && !kept("jitter")) {
+    if (given(doc.jitter)) {
       checkDuration("jitter", doc.jitter);
     }
     if (given(doc.history_limit) &&
@@ -248,10 +248,10 @@ function (newDoc, oldDoc, userCtx, secObj) {
       refuse("history_limit", show(doc.history_limit) + " is not a whole number of runs from 0 to " +
                               MAX_HISTORY_LIMIT);
     }
-    if (given(doc.on_done) && !kept("on_done")) {
+    if (given(doc.on_done)) {
       checkTemplate("on_done", doc.on_done);
     }
-    if (given(doc.on_error) && !kept("on_error")) {
+    if (given(doc.on_error)) {
       checkTemplate("on_error", doc.on_error);
     }
   }
@@ -388,50 +388,11 @@ function (newDoc, oldDoc, userCtx, secObj) {
     return;
   }
 
-  // A field equal to the one stored was checked when it was stored, so a check is skipped
-  // for such a field and every field that changed is checked in full. The worker's own
-  // writes (a claim, an outcome) change no field a user gives: on SpiderMonkey, which
-  // compiles each regular expression anew after the gc() CouchDB runs before every call,
-  // this takes a third off the JavaScript process's time per write (bench/validation.py).
-  // Not trusted: a document stored unchecked, with the worker's InvalidTask verdict.
-  var stored = isObject(oldDoc) && !oldDoc._deleted &&
-      !(oldDoc.status === "error" && isObject(oldDoc.error) && oldDoc.error.type === "InvalidTask") ? oldDoc : null;
-  function same(a, b) {   // JSON values, compared without JSON.stringify
-    if (a === b) {
-      return true;
-    }
-    if (a === null || b === null || typeof a !== "object" || typeof b !== "object" || isArray(a) !== isArray(b)) {
-      return false;
-    }
-    var key, count = 0;
-    for (key in a) {
-      if (a.hasOwnProperty(key)) {
-        if (!b.hasOwnProperty(key) || !same(a[key], b[key])) {
-          return false;
-        }
-        count++;
-      }
-    }
-    for (key in b) {
-      if (b.hasOwnProperty(key)) {
-        count--;
-      }
-    }
-    return count === 0;
-  }
-  function kept(field) {
-    return stored !== null && given(newDoc[field]) && same(newDoc[field], stored[field]);
-  }
-
-  if (!kept("worker")) {
-    checkWorker(newDoc.worker, "");
-  }
+  checkWorker(newDoc.worker, "");
   if (newDoc.date === undefined) {
     refuse("date", "missing: " + DATE_HELP);
   }
-  if (!kept("date")) {
-    checkDate("date", newDoc.date);
-  }
+  checkDate("date", newDoc.date);
   if (newDoc.status === undefined) {
     refuse("status", 'missing: a new task starts as "waiting"');
   }
@@ -439,10 +400,8 @@ function (newDoc, oldDoc, userCtx, secObj) {
     refuse("status", show(newDoc.status) + " is not a status; use one of " +
                      STATUSES.slice(0, -1).join(", "));
   }
-  if (!kept("job")) {
-    checkJob(newDoc.job, "");
-  }
-  if (given(newDoc.repeat) && !kept("repeat")) {
+  checkJob(newDoc.job, "");
+  if (given(newDoc.repeat)) {
     checkRepeat(newDoc.repeat);
   }
   if (given(newDoc.timeout) && (!isNumber(newDoc.timeout) || newDoc.timeout <= 0)) {
@@ -452,8 +411,8 @@ function (newDoc, oldDoc, userCtx, secObj) {
   // Worker-written fields (owner, attempts, started_at, finished_at, runs, last_run,
   // result, error, queued_ms, running, history, parent) are accepted as they come; only these two would
   // break a worker if they were wrong.
-  if (given(newDoc.anchor) && newDoc.anchor !== newDoc.date && !kept("anchor")) {
-    checkDate("anchor", newDoc.anchor);   // (equal to the date: checked above)
+  if (given(newDoc.anchor)) {
+    checkDate("anchor", newDoc.anchor);
   }
   if (given(newDoc.occurrence) && (!isInteger(newDoc.occurrence) || newDoc.occurrence < 0)) {
     refuse("occurrence", show(newDoc.occurrence) + " is not an index (0 or more)");
