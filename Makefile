@@ -37,14 +37,17 @@ test: deps
 test-quick: deps
 	$(PY) -m pytest -m "not systemd and not deb" $(PYTEST_ARGS)
 
-# The bench's peer (APScheduler, pinned in bench/requirements.txt) goes into the same venv,
-# by this target only: after does not depend on it. AFTER_BENCH_COUCHDB_URL runs the bench
-# against that CouchDB instead of a pouchdb-server of its own (docs/benchmarks.md).
+# The bench's peers (APScheduler, Huey, Celery: pinned in bench/requirements.txt) go into the
+# same venv, by this target only: after does not depend on them. Celery's broker is Debian's
+# redis-server, installed here if missing; the bench starts its own on a loopback port.
+# AFTER_BENCH_COUCHDB_URL runs the bench against that CouchDB instead of a pouchdb-server
+# of its own (docs/benchmarks.md).
 $(VENV)/.bench-stamp: $(VENV)/.stamp bench/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	touch $@
 
 bench-deps: deps $(VENV)/.bench-stamp
+	scripts/install-deps bench
 
 bench: bench-deps
 	$(PY) -m bench $(BENCH_ARGS)

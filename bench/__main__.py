@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import measure
+from bench import compare, measure
 from bench.harness import Bench, load_average
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -25,8 +25,10 @@ SIZES = {
     "scale_n": (100_000, 10_000), "scale_starts": (3, 1),
     "state_n": (1_000_000, 100_000),
     "floor_forks": (3_000, 1_000), "floor_docs": (2_000, 500),
+    "periodic_s": (60.0, 15.0), "kill_n": (1_000, 1_000), "kill_window_s": (10.0, 5.0),
 }
-MEASUREMENTS = ["throughput", "floors", "backlog", "lateness", "paced", "aps", "post", "scale", "state"]
+MEASUREMENTS = ["throughput", "floors", "backlog", "lateness", "paced", "aps", "post", "periodic", "kill",
+                "peers", "scale", "state"]
 # Runs at once. The default is the CPU count (2 here); the bench allows more, so a slow
 # run does not hold back the next one's start (each is still its own process).
 CONCURRENCY = 16
@@ -54,7 +56,8 @@ def attempt(results: dict, name: str, measurement):
         print(f"{name}: failed: {type(e).__name__}: {e}")
 
 
-def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | None = None) -> dict:
+def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | None = None,
+        peers: set[str] | None = None) -> dict:
     size = {k: v[1] if quick else v[0] for k, v in SIZES.items()}
     if repeats:
         size.update(lateness_repeats=repeats, throughput_repeats=repeats)
@@ -168,6 +171,20 @@ def run(quick: bool, only: set[str] | None, keep: bool = False, repeats: int | N
                     got = measure.post_to_scheduled(bench, size["post_samples"], CONCURRENCY)
                     results.update(post_to_scheduled_p50_ms=got["p50_ms"], post_to_scheduled_p99_ms=got["p99_ms"])
                 attempt(results, "post", step)
+            if wanted("periodic"):
+                def step():
+                    results["periodic"] = measure.periodic(bench, size["periodic_s"], CONCURRENCY)
+                attempt(results, "periodic", step)
+            if wanted("kill"):
+                def step():
+                    results["kill"] = measure.kill(bench, size["kill_n"], size["kill_window_s"], CONCURRENCY)
+                attempt(results, "kill", step)
+            if wanted("peers"):
+                def step():
+                    from bench.peers.measure import run_all
+                    print("measuring the peers: Huey and Celery", flush=True)
+                    results["peers"] = run_all(work / "peers", size, peers)
+                attempt(results, "peers", step)
             if wanted("scale"):
                 def step():
                     got = measure.scale(bench, size["scale_n"], CONCURRENCY, size["scale_starts"])
@@ -256,11 +273,15 @@ def main():
                         help="run only these measurements (while developing)")
     parser.add_argument("--repeats", type=int, help="repeat lateness, APScheduler and throughput this often "
                         "(default: 3, quick: 1)")
+    parser.add_argument("--peers", nargs="+", choices=["huey", "celery"],
+                        help="with --only peers: only these peers")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) for a look afterwards")
     args = parser.parse_args()
-    results = run(args.quick, set(args.only) if args.only else None, args.keep, args.repeats)
+    results = run(args.quick, set(args.only) if args.only else None, args.keep, args.repeats,
+                  set(args.peers) if args.peers else None)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
+    print(compare.table(results))
     print(f"written: {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
 
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench.harness import HOST, WORKER, Statuses, children_cpu_s, ms_epoch, percentile, post, rss_bytes, task, wait_count
@@ -372,3 +373,74 @@ def state_bytes(n: int) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"bench.memstate failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
+
+
+def periodic(bench, window_s: float, concurrency: int) -> dict:
+    """One task repeating every second for window_s ({"repeat": {"seconds": 1}}): missed and
+    doubled occurrences, counted as for the peers (from the runs' starts alone, see
+    bench.peers.measure.periodic_gaps) and exactly (each occurrence's own date)."""
+    from bench.peers.measure import periodic_gaps
+
+    couch = bench.database("periodic")
+    out = bench.work_dir / f"ticks-{couch.database}.txt"
+    w = bench.worker(couch, "periodic", concurrency)
+    count = int(window_s) + 1
+    try:
+        w.start(timeout_s=60)
+        first_s = ms_epoch(time.time() + LEAD_S)
+        post(couch, [task("tick", first_s, {"out": str(out)}, repeat={"seconds": 1, "count": count})])
+        deadline = time.monotonic() + (first_s - time.time()) + window_s + STALL_S
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_text().splitlines()) >= count:
+                break
+            time.sleep(0.2)
+    finally:
+        w.stop()
+    bench.done_with(couch)
+    rows = [line.split() for line in out.read_text().splitlines()] if out.exists() else []
+    dates = Counter(round(float(at), 3) for _, at, _ in rows)
+    expected = {round(first_s + k, 3) for k in range(count)}
+    late_ms = [(float(started) - float(at)) * 1000 for _, at, started in rows]
+    return {"expected": count, **periodic_gaps([float(started) for _, _, started in rows]),
+            "missed_by_date": len(expected - set(dates)), "doubled_by_date": sum(1 for c in dates.values() if c > 1),
+            "p99_ms": percentile(late_ms, 99) if late_ms else None}
+
+
+def kill(bench, n: int, window_s: float, concurrency: int) -> dict:
+    """n stamp tasks due across window_s; kill -9 of the worker process halfway (its zygote
+    follows it; runs already forked finish and journal their outcome), another started at
+    once; runs lost and run twice, by the jobs' own lines, and the runs the worker reports
+    cut (`Interrupted`: begun, their end unknown, never run again)."""
+    couch = bench.database("kill")
+    out = bench.work_dir / f"stamps-{couch.database}.txt"
+    statuses = Statuses(couch)
+    w = bench.worker(couch, "kill", concurrency)
+    try:
+        w.start(timeout_s=60)
+        first_s = ms_epoch(time.time() + LEAD_S + n * CLAIM_S_PER_TASK)
+        docs = [task("stamp", at, {"out": str(out), "at": at})
+                for at in (ms_epoch(first_s + i * window_s / n) for i in range(n))]
+        ids = [f"kill-{i:05d}" for i in range(n)]
+        for doc, doc_id in zip(docs, ids):
+            doc["_id"] = doc_id
+        post(couch, docs)
+        _wait_claimed(statuses, n, first_s)
+        time.sleep(max(0.0, first_s + window_s / 2 - time.time()))
+        ran_before = len(out.read_text().splitlines()) if out.exists() else 0
+        w.kill()
+        w.start(timeout_s=60)
+        final = {}
+        deadline = time.monotonic() + max(0.0, first_s + window_s - time.time()) + 120
+        while time.monotonic() < deadline:
+            seen = Statuses(couch, with_docs=True).refresh()
+            final = {k: v for k, v in seen.status.items() if v in ("done", "error")}
+            if len(final) >= n:
+                break
+            time.sleep(0.5)
+    finally:
+        w.stop()
+    interrupted = sum(1 for v in final.values() if v == "error")
+    bench.done_with(couch)
+    ran = Counter(line.split()[0] for line in (out.read_text().splitlines() if out.exists() else []))
+    return {"lost": sum(1 for k in ids if ran[k] == 0), "doubled": sum(1 for k in ids if ran[k] > 1),
+            "ran_before_kill": ran_before, "final": len(final), "interrupted": interrupted}

@@ -103,6 +103,46 @@ def test_update_to_a_bad_document_is_refused_and_changes_nothing(db):
     assert stored["_rev"] == rev and stored["date"] == good["date"]
 
 
+def test_every_bad_case_is_refused_as_an_update_of_a_stored_task_too(db):
+    """An update is checked as a new task is, worker's fields and all: a shortcut for the
+    worker's writes (issue 24 tried one) must still refuse every bad case of the table."""
+    # Given a good task stored, and claimed by a worker as a worker claims it
+    good = good_docs()[0][1]
+    r = post(db, good)
+    doc_id, rev = r.json()["id"], r.json()["rev"]
+    claim = dict(good, _id=doc_id, _rev=rev, status="scheduled", anchor=good["date"], occurrence=0,
+                 owner={"process": "w:h:0", "host": "h", "pid": 1})
+    r = requests.put(f"{db}/{doc_id}", data=json.dumps(claim), headers=JSON, timeout=10)
+    assert r.status_code == 201, r.text
+    rev = r.json()["rev"]
+    # When each bad case of the table is written over it, keeping the worker's fields
+    disagreements = []
+    for name, field, doc in bad_docs():
+        if str(doc.get("_id", "")).startswith("after:"):
+            continue   # the workers' own records, not tasks
+        update = {"owner": claim["owner"], "occurrence": 0, **doc, "_id": doc_id, "_rev": rev}
+        r = requests.put(f"{db}/{doc_id}", data=json.dumps(update), headers=JSON, timeout=10)
+        reason = reason_of(r)
+        if r.status_code != 403 or not reason.startswith(f"{field}: "):
+            disagreements.append(f"bad {name!r}: {r.status_code} {reason!r} (expected 403 naming {field})")
+    # Then each is refused naming its field, as when it was new, and the task is as claimed
+    assert not disagreements, "\n".join(disagreements)
+    assert requests.get(f"{db}/{doc_id}", timeout=10).json()["_rev"] == rev
+
+
+def test_a_document_stored_unchecked_is_checked_in_full_when_written_again(db):
+    """A task the worker marked InvalidTask (it got in before the design document) is no
+    template for its next write: a user's edit that keeps its bad job is refused."""
+    bad_job = dict(good_docs()[0][1], job={"name": "no such-name"}, status="error",
+                   error={"type": "InvalidTask", "message": "job.name: not a job name"})
+    r = post(db, bad_job)
+    assert r.status_code == 201, r.text
+    retry = dict(bad_job, _id=r.json()["id"], _rev=r.json()["rev"], status="waiting")
+    retry.pop("error")
+    r = requests.put(f"{db}/{retry['_id']}", data=json.dumps(retry), headers=JSON, timeout=10)
+    assert r.status_code == 403 and reason_of(r).startswith("job.name: "), r.text
+
+
 def test_deletion_is_always_allowed(db):
     r = post(db, good_docs()[0][1])
     doc_id, rev = r.json()["id"], r.json()["rev"]
