@@ -216,6 +216,21 @@ class Couch:
             return {}
         return {k: v for k, v in cluster.items() if k in ("q", "n", "w", "r") and isinstance(v, int)}
 
+    def whole(self) -> bool:
+        """Whether the node we talk to reaches every node of its cluster now (GET
+        /_membership: `all_nodes`, the nodes it is connected to, holds every one of
+        `cluster_nodes`). A node cut off answers reads from its own copies only, and says
+        nothing of it in the answer: a read that must see a quorum is trusted only while
+        this holds, before and after it. A server without `_membership` is one node."""
+        try:
+            answer = self._request("GET", "/_membership", what="cluster membership").json()
+        except NotFound:
+            return True
+        except (Unauthorized, Forbidden):
+            return False   # only a server admin may ask: we cannot tell, so we do not trust
+        nodes = set(answer.get("all_nodes") or [])
+        return set(answer.get("cluster_nodes") or []) <= nodes
+
     def ensure_database(self) -> bool:
         """Create the database when missing; True if created."""
         # GET first: an anonymous or refused PUT /db has crashed pouchdb-server.

@@ -37,6 +37,12 @@ FENCE_PREFIX = "after:run:"
 WON, LOST = "won", "lost"
 RETRY_FIRST_S = 0.2
 RETRY_CAP_S = 2.0
+# A fence still undecided this long after the first try (answered 202 then 409 while our
+# node could not vouch for its reads: a partition, a node away, or a worker that is not a
+# server admin and may not ask) is given up: the run does not start here, and since it may
+# exist on a quorum nobody else can win it: the run ends Interrupted (runs.py).
+UNDECIDED_AFTER_S = 60.0
+UNDECIDED = "undecided (a fence reached too few copies to tell whose it is)"
 
 
 def fence_id(run_id: str) -> str:
@@ -75,6 +81,7 @@ class Request:
     task_id: str
     doc: dict
     due_m: float = 0.0
+    first_m: float | None = None
     delay_s: float = RETRY_FIRST_S
     tries: int = 0
     release: bool = False
@@ -151,12 +158,19 @@ class Fences(threading.Thread):
             if req is None:
                 return False
             self._queue.remove(req)
+        if req.first_m is None:
+            req.first_m = now_m
         try:
             done = self._release(req) if req.release else self._attempt(req)
             self.on_state(True, "")
         except (CouchError, LookupError, TypeError, ValueError) as e:   # wrong shapes too
             self.on_state(False, f"CouchDB unreachable, retrying run fences: {e}")
             done = False
+        if not done and not req.release and self.clock.monotonic_s() - req.first_m > UNDECIDED_AFTER_S:
+            log.warning("run %s: its fence is still undecided after %gs; not starting it", req.run_id,
+                        UNDECIDED_AFTER_S)
+            self.on_verdict(req.run_id, req.task_id, LOST, UNDECIDED)
+            done = True
         if not done:
             req.tries += 1
             req.due_m = self.clock.monotonic_s() + req.delay_s
@@ -169,9 +183,14 @@ class Fences(threading.Thread):
         try:
             rev, quorum = self.couch.put_quorum(req.doc)
         except Conflict:
+            # Every copy that answered has a fence of this run. Whose is it? Reads say so
+            # only while our node reaches every node (a node cut off reads its own copy
+            # alone: a real cluster ran a run twice that way), so ask before and after.
+            if not self.couch.whole():
+                return False
             reads = [self.couch.get_conflicted(req.doc["_id"]) for _ in range(2)]
             verdict, holder = holder_of(reads, req.doc["nonce"])
-            if not verdict:
+            if not verdict or not self.couch.whole():
                 return False
             if verdict == WON:
                 self._won[req.run_id] = reads[1]["_rev"]

@@ -53,6 +53,7 @@ class Store(Protocol):
     def put(self, doc: dict) -> str: ...                  # new rev; Conflict; Forbidden
     def put_quorum(self, doc: dict) -> tuple[str, bool]: ...   # put(), and whether a write quorum took it
     def quorum(self) -> dict: ...                         # the database's n, w, r where stated
+    def whole(self) -> bool: ...                          # the node we talk to reaches every node
     def post(self, doc: dict) -> tuple[str, str]: ...
     def delete(self, doc_id: str, rev: str) -> str: ...
     def bulk(self, docs: list[dict]) -> list[dict]: ...   # per doc {"id","rev"} | {"id","error","reason"}
@@ -173,6 +174,9 @@ class MemoryStore:
 
     def quorum(self) -> dict:
         return {}
+
+    def whole(self) -> bool:
+        return True
 
     def post(self, doc: dict) -> tuple[str, str]:
         doc = {**doc, "_id": doc.get("_id") or uuid.uuid4().hex}

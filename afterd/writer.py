@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from afterd import clock, outputs
 from afterd.couch import CouchError, Unavailable, Unauthorized
+from afterd.feed import without_conflicts
 
 log = logging.getLogger("after.writer")
 
@@ -174,11 +175,20 @@ class Writer(threading.Thread):
     def _current(self, doc_ids) -> dict:
         """The documents as they are now (one request), for the loop to decide again.
 
-        A deleted document is simply absent: the loop reads that as gone.
+        A deleted document is absent: the loop reads that as gone. `_find` reads one copy
+        of each shard, which on a cluster can be one that came back and lacks the
+        document: an absence is asked again of a read quorum (a single-document GET)
+        before the loop is told the task is gone (it dropped a run's outcome that way).
         """
         while True:
             try:
-                return {d["_id"]: d for d in self.couch.find({"_id": {"$in": doc_ids}})}
+                found = {d["_id"]: d for d in self.couch.find({"_id": {"$in": doc_ids}})}
+                for doc_id in doc_ids:
+                    if doc_id not in found:
+                        doc = self.couch.get_conflicted(doc_id)
+                        if doc is not None:
+                            found[doc_id] = without_conflicts(doc)
+                return found
             except (CouchError, LookupError, TypeError) as e:   # wrong shapes too: retry
                 self.on_state(False, f"CouchDB unreachable, retrying in 1s: {e}")
                 with self._cond:

@@ -443,6 +443,11 @@ class Node:
         self._up()
         return {"q": 1, "n": self.cluster.n, "w": self.cluster.w, "r": self.cluster.r}
 
+    def whole(self) -> bool:
+        """GET /_membership: all_nodes holds every cluster node (mem3:nodes vs nodes())."""
+        self._up()
+        return not self.cluster.down
+
     def ensure_database(self) -> bool:
         self._up()
         return False
