@@ -104,7 +104,10 @@ class Acting:
     def _task_or_refuse(self, doc):
         """The parsed task; or None, once the document is being ended as error."""
         try:
-            return parse_task(doc)
+            # The database's floor on repeats too: a task that got in before it was set
+            # could never be claimed (validate_doc_update refuses every write of it) but
+            # may be ended as InvalidTask, which validation lets through.
+            return parse_task(doc, self.min_repeat_s)
         except TaskError as e:
             self._refuse(doc, e)
             return None

@@ -12,6 +12,7 @@ import socket
 from afterd import claims, clock, journal
 from afterd.claims import Identity
 from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
+from afterd.design import design_doc, installed_floor
 from afterd.exits import EXIT_NOPERM, EXIT_SOFTWARE, EXIT_UNAVAILABLE
 from afterd.feed import Feed, has_conflicts, resolve_conflict, without_conflicts
 from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
@@ -32,6 +33,8 @@ def run_worker(name: str, settings) -> int:
     try:
         store = connect(settings)
         worker.cluster = is_cluster(store.quorum())
+        floor = installed_floor(store)
+        worker.min_repeat_s = settings.min_repeat_s if floor is None else floor
     except Unauthorized as e:
         log.error("%s", e)
         return EXIT_NOPERM
@@ -54,7 +57,6 @@ def connect(settings) -> Couch:
     store = Couch(settings.couchdb_url, settings.database)
     store.info()
     store.ensure_database()
-    from afterd.design import design_doc, installed_floor
     # The floor on repeats is the database's: `after init` sets it, a worker keeps it.
     floor = installed_floor(store)
     store.ensure_design(design_doc(settings.min_repeat_s if floor is None else floor))

@@ -75,6 +75,7 @@ class Worker(Acting, Running, Recovering):
         self._held: dict[str, tuple[float, dict]] = {}   # task id -> (when, its `running` field)
         self._forgotten: dict[str, int] = {}     # recently forgotten task -> its last rev generation
         self.cluster = False                    # n > 1 copies: runs start behind fences (fences.py)
+        self.min_repeat_s = settings.min_repeat_s   # the database's floor (service.run_worker)
         self.fences = None
         self._view: tuple[str, ...] | None = None   # live processes sharing our unowned tasks
         self._parked: dict[str, dict] = {}       # unowned tasks in another process's share
