@@ -239,10 +239,15 @@ class Worker(Acting, Running, Recovering):
             if latest is not None and entry.writing is False:
                 self._decide(latest)
         elif kind == CONFLICT:
-            entry.latest = None
+            latest, entry.latest = entry.latest, None
             if info is None:
                 self._forget(doc_id, "deleted")
                 return
+            if latest is not None and rev_gen(latest.get("_rev")) > rev_gen(info.get("_rev")):
+                # The feed brought a newer version while the write was out than the re-read
+                # (one copy, maybe behind) found: decide on that (our own write could have
+                # landed with its answer lost, and this re-read missed it).
+                info = latest
             if entry.outcome is not None and (tag.startswith("outcome:") or entry.phase == "finishing"):
                 # Put the outcome on the current version: its own write lost a race, or the
                 # run ended while its `running` write did (a user's edit, a retried write).

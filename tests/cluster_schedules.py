@@ -53,8 +53,9 @@ from stepped import SteppedClock, StepRunner
 WORKER = "manobi"
 LEASE_S, SKEW_S = 6.0, 1.0
 # Peers look for ended leases every lease_s / 2, and a look whose one-copy _find is
-# behind misses the tasks: two looks, and a second for the requests.
-MARGIN_S = LEASE_S + 1.0
+# behind misses the tasks: two looks, and a second for the requests; and a fence left
+# undecided while a node was away is asked again at most RETRY_CAP_S after it is back.
+MARGIN_S = LEASE_S + 1.0 + 2.0
 BOUND_S = LEASE_S + SKEW_S + MARGIN_S   # a due task starts within this of its date (or of a node's return)
 HORIZON_S = 25.0
 START = datetime(2030, 1, 1, tzinfo=timezone.utc)

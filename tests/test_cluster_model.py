@@ -151,10 +151,10 @@ def test_local_documents_are_never_refused_as_couchdb_does():
     assert node.get_local("after-run-x")["by"] == "b"
 
 
-# About 0.1 s a schedule on a loaded 2-core machine (~1,400 steps, ~450 requests): 400 in
-# four parts of 100, which `make test`'s two processes run side by side (~25 s).
-DEFAULT_SCHEDULES = 400
-PARTS = 4
+# About 0.1-0.25 s a schedule on a loaded 2-core machine (~1,400 steps, ~450 requests):
+# 1,600 in eight parts, which `make test`'s two processes run side by side (about a minute).
+DEFAULT_SCHEDULES = 1600
+PARTS = 8
 
 
 @pytest.mark.parametrize("part", range(PARTS))
