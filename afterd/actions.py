@@ -189,7 +189,7 @@ class Acting:
                 self._settle_predecessor(entry, run, prior)
                 return
         entry.phase = "armed"
-        at_s = max(due.timestamp(), entry.not_before_s)
+        at_s = due.timestamp()
         self.timers.arm(entry.id, at_s)
         if at_s > self.now_s + HOT_AHEAD_S:
             entry.cool()   # it waits: held packed until then (entry.py)

@@ -30,7 +30,7 @@ class Entry:
     the objects inside them.
     """
     __slots__ = ("id", "_hot", "_packed", "phase", "run_id", "writing", "latest", "outcome", "cancel",
-                 "confirm_first", "spec", "taking_from", "not_before_s", "fenced_by")
+                 "confirm_first", "spec", "taking_from", "fenced_by")
 
     def __init__(self, doc: dict):
         self.id = doc.get("_id")       # the same str object as the key in Worker.entries
@@ -45,7 +45,6 @@ class Entry:
         self.confirm_first = False     # write `running` and see it succeed before starting
         self.spec = None               # the RunSpec of the current run
         self.taking_from: str | None = None  # the dead process whose run we are settling
-        self.not_before_s = 0.0        # epoch: start no sooner (a run whose fence another holds)
         self.fenced_by: str | None = None  # the process holding the fence of the run we wanted
 
     @property

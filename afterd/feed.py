@@ -93,7 +93,7 @@ def tombstone(doc: dict) -> dict:
 
 def put_back(couch, doc_id: str, merged: dict) -> dict | None:
     """A task whose every leaf was deleted while its conflict was being resolved (its
-    kept leaf withdrawn by a claimant answered 202 at the same moment): write the merged
+    kept leaf deleted as a loser by another feed's resolution at the same moment): write the merged
     task again, so a resolution never deletes a task a user did not delete."""
     log.warning("task %s: its last live revision went while its conflict was resolved; writing it again",
                 doc_id, extra=about(doc_id, in_text=True))

@@ -119,13 +119,8 @@ class Heartbeat(threading.Thread):
                 # Our previous incarnation in this slot left it, or a write timed out after
                 # landing; on a cluster a renewal answered 202 may stand beside another as a
                 # conflicting leaf: only we write our heartbeat, so drop the others.
-                current = self.couch.get_conflicted(self.me.heartbeat_id)
+                current = self._drop_rival_leaves()
                 self._rev = current["_rev"] if current is not None else None
-                for rev in (current or {}).get("_conflicts", []):
-                    try:
-                        self.couch.delete(self.me.heartbeat_id, rev)
-                    except CouchError:
-                        pass   # gone already, or another of our renewals took it
                 continue
             if not quorum:
                 # 202: fewer copies than the write quorum took it. A peer reading from the
@@ -166,16 +161,18 @@ class Heartbeat(threading.Thread):
                 log.warning("could not look for peers whose lease ended: %s", e)
         return interval_s
 
-    def _drop_rival_leaves(self):
-        """After a failed renewal: one whose answer was lost or 202 may stand as a leaf beside
-        the one that then succeeded (on a cluster). Only we write our heartbeat: keep ours."""
+    def _drop_rival_leaves(self) -> dict | None:
+        """A renewal whose answer was lost or 202 may stand as a leaf beside a later one (on
+        a cluster). Only we write our heartbeat: keep the winner, delete the others. Our
+        heartbeat as a quorum has it now (None: gone)."""
         current = self.couch.get_conflicted(self.me.heartbeat_id)
         for rev in (current or {}).get("_conflicts", []):
             try:
                 self.couch.delete(self.me.heartbeat_id, rev)
-            except Conflict:
-                pass   # gone already
+            except CouchError:
+                pass   # gone already, or another of our renewals took it
         self._suspect = False
+        return current
 
     def scan_peers(self):
         now = self.clock.now()

@@ -40,10 +40,7 @@ from afterd.lease import Heartbeat
 from afterd.worker import Worker
 from afterd.writer import Writer
 
-try:
-    from afterd import fences as fences_mod
-except ImportError:   # main before the fence protocol
-    fences_mod = None
+from afterd import fences as fences_mod
 
 from greenlet import getcurrent, greenlet
 
@@ -181,26 +178,16 @@ class Proc:
         self.writer = Writer(self.store, on_result=lambda kind, wr, info: w._post("write", kind, wr, info),
                              on_state=lambda ok, why: w._post("problem", "writer", None if ok else why))
         self.writer._cond = NoWait()
-        self.writer.settle_inline = True
-        quorum = self.node.quorum()
-        if hasattr(service, "is_cluster"):          # the fence protocol (afterd/fences.py)
-            w.cluster = service.is_cluster(quorum)
-        elif hasattr(service, "claim_race_grace"):  # main before it: 202 withdrawals
-            w.claim_race_grace_s = service.claim_race_grace(quorum)
-        self.fences = None
-        if fences_mod is not None:
-            self.fences = fences_mod.Fences(self.store, self.me, on_verdict=lambda *a: w._post("fence", *a),
-                                            on_state=lambda ok, why: w._post("problem", "fences",
-                                                                             None if ok else why),
-                                            clock=sim.clock)
-        feed_kwargs = {"owner_process": self.me.process}
-        if hasattr(w, "claim_race_grace_s"):
-            feed_kwargs["claim_race_grace_s"] = w.claim_race_grace_s
+        w.cluster = service.is_cluster(self.node.quorum())
+        self.fences = fences_mod.Fences(self.store, self.me, on_verdict=lambda *a: w._post("fence", *a),
+                                        on_state=lambda ok, why: w._post("problem", "fences",
+                                                                         None if ok else why),
+                                        clock=sim.clock)
         self.feed = Feed(self.store, WORKER, f"after-feed-{self.me.process}", on_batch=None,
-                         on_state=lambda state, why: w._post("feed", state, why), **feed_kwargs)
-        parts = {"fences": self.fences} if self.fences is not None else {}
+                         on_state=lambda state, why: w._post("feed", state, why),
+                         owner_process=self.me.process)
         w.attach(self.me, journal, predecessor, runner=self.runner, heartbeat=self.heartbeat,
-                 writer=self.writer, feed=self.feed, **parts)
+                 writer=self.writer, feed=self.feed, fences=self.fences)
         self.since = self.node.update_seq()
         w.lease_until_s = self.heartbeat.renew()
         self.next_beat_m = sim.clock.m + LEASE_S / 4
@@ -212,15 +199,12 @@ class Proc:
     # -- what each component does in one operation ---------------------------------------
 
     def feed_step(self):
-        """One pass of Feed._follow: one _changes request, the rival claims due, the
-        resolution of conflicted tasks, the batch handed to the loop (afterd/feed.py)."""
+        """One pass of Feed._follow: one _changes request, the resolution of conflicted
+        tasks, the batch handed to the loop (afterd/feed.py)."""
         f = self.feed
         results, last_seq = f.couch.changes(self.since, selector=worker_selector(WORKER, self.me.process),
                                             limit=BATCH_LIMIT, deadline_s=0, conflicts=True, style="all_docs")
-        docs = batch_docs(results)
-        if hasattr(f, "_races_due"):
-            docs += f._races_due()
-        docs = f._resolve_all(docs)
+        docs = f._resolve_all(batch_docs(results))
         if docs:
             self.worker._post("docs", docs, threading.Event())
         self.since = last_seq
@@ -601,8 +585,7 @@ def relevant(trace: list[str], failures: list[str], last: int = 50) -> list[str]
 def run_schedule(seed: int, procs: int | None = None):
     """(failures, trace, sim) of one schedule: the trace is the last steps about what failed."""
     real = (afterd_clock.epoch_s, afterd_clock.monotonic_s)
-    if fences_mod is not None:
-        fences_mod.uuid = SeededUuid(random.Random(seed ^ 0x5EED))
+    fences_mod.uuid = SeededUuid(random.Random(seed ^ 0x5EED))
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
         sim = None
         try:
@@ -614,6 +597,5 @@ def run_schedule(seed: int, procs: int | None = None):
             failures = [f"harness error: {type(e).__name__}: {e}\n{traceback.format_exc()}"]
         finally:
             afterd_clock.epoch_s, afterd_clock.monotonic_s = real
-            if fences_mod is not None:
-                fences_mod.uuid = uuid
+            fences_mod.uuid = uuid
         return failures, relevant(sim.trace, failures) if sim else [], sim
