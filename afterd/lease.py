@@ -29,20 +29,29 @@ STOP_WAIT_DEFAULT_S = 10.0
 STOP_WAIT_MARGIN_S = 1.0
 
 
-def confirmed_expired(couch, beat_id: str, now, skew_margin_s: float):
-    """The peer's heartbeat as a quorum has it, if its lease ended there too; else False.
+def as_a_quorum_has_them(couch, beats: list[dict], me_id: str, now,
+                         skew_margin_s: float) -> list[tuple[str, dict, dict | None]]:
+    """(process, heartbeat as one copy showed it, heartbeat as a quorum has it) for each
+    heartbeat read; None: gone there.
 
     `_all_docs`, `_changes` and views are answered from one copy of each shard on a
     cluster, which can be behind: a lease that looks ended there may have been renewed.
     A single-document GET is answered by a read quorum (r = a majority of n), and a
-    renewal counts only when a write quorum took it (Heartbeat.renew), so the two meet.
-    A heartbeat that is gone there is ended (None).
+    renewal counts only when a write quorum took it (Heartbeat.renew), so the two meet:
+    each heartbeat that looks ended is read again. Who is alive decides a takeover and
+    whether a run's fence holder is gone (Worker._recheck_fence): a stale copy must
+    decide neither.
     """
-    try:
-        fresh = couch.get(beat_id)
-    except NotFound:
-        return None
-    return fresh if lease_expired(fresh, now, skew_margin_s) else False
+    out = []
+    for seen in beats:
+        beat = seen
+        if seen["_id"] != me_id and lease_expired(seen, now, skew_margin_s):
+            try:
+                beat = couch.get(seen["_id"])
+            except NotFound:
+                beat = None
+        out.append((seen["_id"][len(HEARTBEAT_PREFIX):], seen, beat))
+    return out
 
 
 class Heartbeat(threading.Thread):
@@ -181,28 +190,25 @@ class Heartbeat(threading.Thread):
             self.on_own(self.couch.find({"worker": worker, "owner.process": self.me.process,
                                          "status": {"$in": ACTIVE}}))
             self.sweeps -= 1
-        beats = heartbeats_of(worker, self.couch.docs_with_prefix(heartbeat_prefix(worker)))
+        read = as_a_quorum_has_them(self.couch, heartbeats_of(worker, self.couch.docs_with_prefix(
+            heartbeat_prefix(worker))), self.me.heartbeat_id, now, self.skew_margin_s)
         if self.on_view is not None:
+            beats = [b for _, _, b in read if b is not None]
             self.on_view(live_view(self.me.process, beats, now, self.skew_margin_s, self.lease_s),
                          alive(beats, now, self.skew_margin_s) | {self.me.life})
-        for beat in beats:
-            process = beat["_id"][len(HEARTBEAT_PREFIX):]
+        for process, seen, beat in read:
             if process == self.me.process:
                 continue
             runs = None
-            if beat.get("host") == self.me.host and isinstance(beat.get("slot"), int):
-                runs = journal.read_if_dead(self.state_dir, beat["slot"])
+            if seen.get("host") == self.me.host and isinstance(seen.get("slot"), int):
+                runs = journal.read_if_dead(self.state_dir, seen["slot"])
             if runs is None and not lease_expired(beat, now, self.skew_margin_s):
-                continue  # alive, or may be
-            if runs is None:
-                beat = confirmed_expired(self.couch, beat["_id"], now, self.skew_margin_s)
-                if beat is False:
-                    continue  # a stale copy's view: a quorum has a lease that holds
+                continue  # alive, or may be (each beat that looked ended was read again)
             tasks = self.couch.find({"worker": self.me.worker, "owner.process": process,
                                      "status": {"$in": ACTIVE}})
             if tasks:
                 self.on_peer(beat, process, tasks, runs)
-            elif lease_expired(beat, now, self.skew_margin_s):
+            elif beat is not None and lease_expired(beat, now, self.skew_margin_s):
                 # Nothing of its is left: forget it, so it is not read again every scan.
                 try:
                     self.couch.delete(beat["_id"], beat["_rev"])

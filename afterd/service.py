@@ -11,11 +11,11 @@ import socket
 
 from afterd import claims, clock, journal
 from afterd.claims import Identity
-from afterd.couch import Couch, CouchError, Unauthorized, Unavailable
+from afterd.couch import Couch, CouchError, NotFound, Unauthorized, Unavailable
 from afterd.design import design_doc, installed_floor
 from afterd.exits import EXIT_NOPERM, EXIT_SOFTWARE, EXIT_UNAVAILABLE
 from afterd.feed import Feed, has_conflicts, resolve_conflict, without_conflicts
-from afterd.lease import ACTIVE, Heartbeat, confirmed_expired
+from afterd.lease import ACTIVE, Heartbeat, as_a_quorum_has_them
 from afterd.logs import about_doc, setup_logging
 from afterd.runner import Runner
 from afterd.task import format_date
@@ -137,10 +137,13 @@ def load(worker: Worker, store, now_s: float, now_m: float):
     worker.now_s, worker.now_m = now_s, now_m
     me, name, margin_s = worker.me, worker.name, worker.settings.skew_margin_s
     found = store.docs_with_prefix(claims.heartbeat_prefix(name))
-    beats = {b["_id"][len(claims.HEARTBEAT_PREFIX):]: b for b in claims.heartbeats_of(name, found)}
     now = worker.now()
-    worker._view = claims.live_view(me.process, list(beats.values()), now, margin_s, worker.settings.lease_s)
-    worker._alive = claims.alive(list(beats.values()), now, margin_s) | {me.life}
+    read = as_a_quorum_has_them(store, claims.heartbeats_of(name, found), me.heartbeat_id, now, margin_s)
+    seen = {process: s for process, s, _ in read}
+    beats = {process: b for process, _, b in read}
+    live = [b for b in beats.values() if b is not None]
+    worker._view = claims.live_view(me.process, live, now, margin_s, worker.settings.lease_s)
+    worker._alive = claims.alive(live, now, margin_s) | {me.life}
     active, foreign = set(), {}
     # Page by page, each decided and dropped before the next is read: a parsed page is
     # ~3 KB a task, the armed state ~0.5 KB (docs/benchmarks.md). A scan, not the
@@ -158,22 +161,26 @@ def load(worker: Worker, store, now_s: float, now_m: float):
                 foreign.setdefault(owner, []).append(doc)
         worker._decide_all(mine)
     for process, tasks in foreign.items():
-        beat = beats.get(process)
+        if process not in beats:   # a copy behind may miss a new heartbeat: ask a quorum
+            beats[process] = seen[process] = quorum_get(store, claims.HEARTBEAT_PREFIX + process)
+        beat, first = beats[process], seen[process]
         runs = None
-        if beat and beat.get("host") == me.host and isinstance(beat.get("slot"), int):
-            runs = journal.read_if_dead(worker.state_dir, beat["slot"])
-        if runs is None:
-            if not claims.lease_expired(beat, now, margin_s):
-                continue
-            # The scan read one copy; a takeover rests on what a quorum says.
-            beat = confirmed_expired(store, claims.HEARTBEAT_PREFIX + process, now, margin_s)
-            if beat is False:
-                continue
+        if first and first.get("host") == me.host and isinstance(first.get("slot"), int):
+            runs = journal.read_if_dead(worker.state_dir, first["slot"])
+        if runs is None and not claims.lease_expired(beat, now, margin_s):
+            continue   # (a takeover rests on what a quorum says: as_a_quorum_has_them)
         worker._take_over(beat, process, tasks, runs)
     worker._close_predecessor_runs(active)
     worker.journal.commit()
     worker._flush_after_commit()
     log.info("loaded %d active tasks: %d armed", len(active), len(worker.timers))
+
+
+def quorum_get(store, doc_id: str) -> dict | None:
+    try:
+        return store.get(doc_id)
+    except NotFound:
+        return None
 
 
 def resolved(worker: Worker, store, doc: dict) -> dict:
