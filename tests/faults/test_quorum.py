@@ -9,6 +9,7 @@ the conflicts are merged by the feeds. AFTER_TEST_COUCHDB_URL points the same te
 real server (then the proxy stands in front of it just the same).
 """
 
+import contextlib
 import os
 import threading
 from datetime import timedelta
@@ -82,8 +83,6 @@ def race(couch, db_name, spawn, records, proxies, processes, stale_one=False, ac
           f"{sum(p.stale_reads for p in ps)} stale lease reads; ran twice: {len(twice)}; "
           f"conflicts left: {len(conflicted)}")
     assert not twice, f"ran twice: {twice}"
-    assert {d["status"] for d in final.values()} == {"done"}, \
-        [(d["_id"], d.get("error")) for d in final.values() if d["status"] != "done"][:3]
     assert len(starts) == TASKS
     assert sum(p.planted for p in ps) > 0, "no claim race happened: the test proved nothing"
     # Rival leaves are merged by the feeds' resolutions, a few a second on a loaded
@@ -92,6 +91,17 @@ def race(couch, db_name, spawn, records, proxies, processes, stale_one=False, ac
     # to 3,000 leaves are planted for 400 tasks raced by every process at start-up.)
     wait_for(lambda: not [i for i in conflicted if couch.get_conflicted(i).get("_conflicts")],
              max(60.0, 0.5 * TASKS), "no conflict left", interval_s=1.0)
+    # Only then is a task's state its own: while a planted leaf stands, CouchDB shows
+    # whichever leaf wins by revision, and a claim planted as a leaf one generation above
+    # the outcome shows `scheduled` until the feeds merge it (seen once in 400).
+    def not_done():
+        shown = couch.find({"_id": {"$in": list(ids)}, "status": {"$ne": "done"}})
+        return [(d["_id"], d.get("status"), d.get("error"), couch.get_conflicted(d["_id"]).get("_conflicts"))
+                for d in shown]
+    # (a leaf planted after the first look is merged in its turn: wait for that too)
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: not not_done(), 60, "every task shown done", interval_s=1.0)
+    assert not not_done(), not_done()[:3]
     assert all(w.alive() for w in workers)
     return ps, workers
 
