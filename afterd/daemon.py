@@ -23,7 +23,7 @@ from afterd.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 # systemd instance names and our file names: keep them to a safe alphabet.
 WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}\Z")
-EARLY_EXIT_WATCH_S = 1.0     # how long `start -b` watches for a worker that dies at once
+EARLY_EXIT_WATCH_S = 10.0    # how long `start -b` watches for a worker that dies before it is ready
 POLL_S = 0.05
 
 
@@ -182,24 +182,37 @@ def daemon_start(name: str, worker_argv: list[str]) -> int:
     # Append mode: `after clean` truncates the file under the running worker, and
     # O_APPEND makes its next write land at the new end instead of leaving a hole.
     with open(paths.log, "ab") as log:
+        log_start = log.tell()
         proc = subprocess.Popen(worker_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True, cwd="/")
     tmp = paths.pid.with_suffix(".pid.tmp")
     tmp.write_text(f"{proc.pid}\n")
     tmp.replace(paths.pid)
-    # A worker that cannot start (bad settings, CouchDB down) usually dies at once:
-    # say so here rather than leaving the user to find out from `after list`.
+    # A worker that cannot start (bad settings, CouchDB down) dies before it is ready:
+    # say so here rather than leaving the user to find out from `after list`. Watched
+    # until it says ready, not for a fixed second: on a loaded machine Python's imports
+    # alone can take that long.
     deadline = time.monotonic() + EARLY_EXIT_WATCH_S
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not said_ready(paths.log, log_start, name):
         code = proc.poll()
         if code is not None:
             paths.pid.unlink(missing_ok=True)
             last = last_line(paths.log)
-            raise DaemonError(f"worker {name} exited at once with code {code}"
+            raise DaemonError(f"worker {name} exited before it was ready, with code {code}"
                               + (f": {last}" if last else f"; see {paths.log}"))
         time.sleep(POLL_S)
     print(f"worker {name} started in the background (pid {proc.pid}); log: {paths.log}")
     return EXIT_OK
+
+
+def said_ready(path: Path, offset: int, name: str) -> bool:
+    """Whether the worker's log, from `offset` on, has its "ready" line (Worker.start)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f"worker {name} ready:".encode() in f.read()
+    except OSError:
+        return False
 
 
 def last_line(path: Path) -> str:

@@ -523,7 +523,7 @@ def test_background_worker_that_cannot_start_says_why(worker_env):
     try:
         result = after("start", "doomed", "-b", env=env)
         assert_one_line_error(result, 1)
-        assert "worker doomed exited at once with code 69" in result.stderr
+        assert "worker doomed exited before it was ready, with code 69" in result.stderr
         assert not (run_dir / "doomed.pid").exists()
     finally:
         kill_leftover(run_dir / "doomed.pid")
