@@ -8,7 +8,7 @@ from helpers import wait_for
 from test_engine import post_all, record_task, statuses, update, utcnow, worker  # noqa: F401 (worker: fixture)
 from test_engine import killed_at_end  # noqa: F401 (a fixture worker uses)
 from afterd.task import format_date, parse_date
-from workers import read_runs
+from workers import read_runs, starts_per_occurrence
 
 
 def starts(records, task_id=None):
@@ -32,10 +32,14 @@ def test_pause_holds_a_repeating_task_and_resume_runs_the_missed_ones_once(couch
     resumed_at = utcnow().timestamp()
     update(couch, task_id, status="resume")
     wait_for(lambda: len(starts(records)) >= held + 3, 30, "runs after the resume")
-    after = [r["t"] for r in starts(records)[held:]]
-    assert after[0] >= resumed_at
-    # (three missed occurrences run one after another would start milliseconds apart)
-    assert min(b - a for a, b in zip(after, after[1:])) > 0.2, f"missed occurrences each ran: {after}"
+    after = starts(records)[held:]
+    assert after[0]["t"] >= resumed_at
+    # Each run says which occurrence it is: of those due while paused, one ran at most
+    # (by their dates, not by how close the starts came: on a loaded machine a late run
+    # and the next on time can start 0.2 s apart).
+    missed = [r["date"] for r in after if parse_date(r["date"]).timestamp() < resumed_at]
+    assert len(missed) <= 1, f"missed occurrences each ran: {missed}"
+    assert max(starts_per_occurrence(records).values()) == 1
     assert w.stop() == 0
 
 
