@@ -187,8 +187,13 @@ class Heartbeat(threading.Thread):
         now = self.clock.now()
         worker = self.me.worker
         if self.sweeps > 0 and self.on_own is not None:
-            self.on_own(self.couch.find({"worker": worker, "owner.process": self.me.process,
-                                         "status": {"$in": ACTIVE}}))
+            # A _changes scan, not _find: no index to build and keep up to date in this
+            # thread between two renewals (pouchdb-server builds one at ~2 ms a document:
+            # with 20,000 tasks claimed, a sweep by _find kept the renewals back past the
+            # lease, and every run then waited to confirm its ownership).
+            for page in self.couch.scan({"worker": worker, "owner.process": self.me.process,
+                                         "status": {"$in": ACTIVE}}):
+                self.on_own(page)
             self.sweeps -= 1
         read = as_a_quorum_has_them(self.couch, heartbeats_of(worker, self.couch.docs_with_prefix(
             heartbeat_prefix(worker))), self.me.heartbeat_id, now, self.skew_margin_s)

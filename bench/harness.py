@@ -115,12 +115,22 @@ class Statuses:
         want = self.GENERATION[status]
         return sum(1 for g in self.generation.values() if g >= want)
 
-    def verify(self, status: str, n: int) -> None:
-        """Read every task once: n of them must have `status` (what count() inferred)."""
-        seen = Statuses(self.couch, with_docs=True).refresh()
-        if seen.count(status) < n:
-            bad = sorted({s for s in seen.status.values() if s != status})
-            raise RuntimeError(f"only {seen.count(status)} of {n} tasks are {status} (others: {bad})")
+    def verify(self, status: str, n: int, wait_s: float = 0.0) -> float | None:
+        """Read every task: n of them must have `status` (what count() inferred). With
+        `wait_s`, read again until they do: a task whose run first confirmed its ownership
+        (after a lapsed lease) wrote once more, so its generation said done one write early.
+        The time all were seen, if that took a second look; None if the first one did."""
+        deadline = time.monotonic() + wait_s
+        first = True
+        while True:
+            seen = Statuses(self.couch, with_docs=True).refresh()
+            if seen.count(status) >= n:
+                return None if first else time.time()
+            if time.monotonic() >= deadline:
+                bad = sorted({s for s in seen.status.values() if s != status})
+                raise RuntimeError(f"only {seen.count(status)} of {n} tasks are {status} (others: {bad})")
+            first = False
+            time.sleep(1.0)
 
 
 def wait_count(statuses: Statuses, status: str, n: int, timeout_s: float) -> float:
