@@ -183,6 +183,11 @@ class Heartbeat(threading.Thread):
         self._suspect = False
         return current
 
+    def _active_of(self, process: str) -> dict:
+        """The selector of a process's active tasks: read by scan (_changes), never _find
+        (scan_peers says why)."""
+        return {"worker": self.me.worker, "owner.process": process, "status": {"$in": ACTIVE}}
+
     def scan_peers(self):
         now = self.clock.now()
         worker = self.me.worker
@@ -191,8 +196,7 @@ class Heartbeat(threading.Thread):
             # thread between two renewals (pouchdb-server builds one at ~2 ms a document:
             # with 20,000 tasks claimed, a sweep by _find kept the renewals back past the
             # lease, and every run then waited to confirm its ownership).
-            for page in self.couch.scan({"worker": worker, "owner.process": self.me.process,
-                                         "status": {"$in": ACTIVE}}):
+            for page in self.couch.scan(self._active_of(self.me.process)):
                 self.on_own(page)
             self.sweeps -= 1
         read = as_a_quorum_has_them(self.couch, heartbeats_of(worker, self.couch.docs_with_prefix(
@@ -209,8 +213,7 @@ class Heartbeat(threading.Thread):
                 runs = journal.read_if_dead(self.state_dir, seen["slot"])
             if runs is None and not lease_expired(beat, now, self.skew_margin_s):
                 continue  # alive, or may be (each beat that looked ended was read again)
-            tasks = self.couch.find({"worker": self.me.worker, "owner.process": process,
-                                     "status": {"$in": ACTIVE}})
+            tasks = [doc for page in self.couch.scan(self._active_of(process)) for doc in page]
             if tasks:
                 self.on_peer(beat, process, tasks, runs)
             elif beat is not None and lease_expired(beat, now, self.skew_margin_s):

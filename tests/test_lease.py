@@ -97,8 +97,8 @@ class StaleCopyStore:
             raise NotFound(doc_id)
         return self.quorum[doc_id]
 
-    def find(self, selector, **kwargs):
-        return [{"_id": "t1", "worker": "w", "status": "scheduled", "owner": {"process": selector["owner.process"]}}]
+    def scan(self, selector, **kwargs):
+        yield [{"_id": "t1", "worker": "w", "status": "scheduled", "owner": {"process": selector["owner.process"]}}]
 
     def delete(self, doc_id, rev):
         raise AssertionError(f"deleted {doc_id}: a live peer's heartbeat")
