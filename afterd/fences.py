@@ -43,6 +43,7 @@ RETRY_CAP_S = 2.0
 # exist on a quorum nobody else can win it: the run ends Interrupted (runs.py).
 UNDECIDED_AFTER_S = 60.0
 UNDECIDED = "undecided (a fence reached too few copies to tell whose it is)"
+RIVALS = "several processes (rival creations)"   # the holder of a fence with conflicting leaves
 
 
 def fence_id(run_id: str) -> str:
@@ -68,7 +69,7 @@ def holder_of(reads: list[dict | None], nonce: str) -> tuple[str, str | None]:
     if first is None or second is None or first.get("_rev") != second.get("_rev"):
         return "", None
     if second.get("_conflicts"):
-        return LOST, "several processes (rival creations)"
+        return LOST, RIVALS
     # One life of a process (claims.Identity.life): a process started again in the same
     # slot is not the holder of its predecessor's fences.
     holder = life_of(second.get("process"), second.get("pid"), second.get("started"))
@@ -192,11 +193,15 @@ class Fences(threading.Thread):
             verdict, holder = holder_of(reads, req.doc["nonce"])
             if not verdict or not self.couch.whole():
                 return False
+            if holder == RIVALS:
+                self._withdraw(req, reads[1])
+                return False   # asked again: the leaves left say whose it is
             if verdict == WON:
                 self._won[req.run_id] = reads[1]["_rev"]
             self.on_verdict(req.run_id, req.task_id, verdict, holder)
             return True
         if not quorum:
+            req.rev = rev   # our creation, on fewer copies than w: ours to withdraw (_withdraw)
             if req.tries == 0:
                 log.info("run %s: its fence reached fewer copies than the write quorum (202); "
                          "sending it again", req.run_id)
@@ -204,6 +209,23 @@ class Fences(threading.Thread):
         self._won[req.run_id] = rev
         self.on_verdict(req.run_id, req.task_id, WON, self.me.life)
         return True
+
+    def _withdraw(self, req: Request, fence: dict):
+        """Rival creations of one fence, none answered 201 to us: we never started the
+        run, so our leaf authorises nothing. Delete it, and the others' leaves decide
+        (a creation answered 201 is the winner's and stays; if every rival withdrew, the
+        next creation starts afresh). Left alone, no process could ever hold the fence,
+        and the task's owner ended the run Interrupted though nobody ran it (real cluster,
+        a node down, two claims racing)."""
+        ours = fence["_rev"] if fence.get("nonce") == req.doc["nonce"] else req.rev
+        if ours is None or (ours != fence["_rev"] and ours not in fence.get("_conflicts", [])):
+            return   # no leaf of ours there (our creation reached no copy): the others withdraw
+        log.info("run %s: its fence has rival creations; withdrawing ours (%s)", req.run_id, ours)
+        try:
+            self.couch.delete(req.doc["_id"], ours)
+        except (Conflict, NotFound):
+            pass
+        req.rev = None
 
     def _release(self, req: Request) -> bool:
         try:
